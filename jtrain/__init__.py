@@ -1,0 +1,24 @@
+"""jtrain: a JAX training framework. The public API, flat (see README.md for the tour)."""
+
+__version__ = "0.1.0"
+
+from jtrain.config import apply_overrides, default_config, load_experiment
+from jtrain.errors import ConfigError, DataError, UserError
+from jtrain.evaluate import evaluate
+from jtrain.models import nnx_model
+from jtrain.state import TrainState
+from jtrain.train import train
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "TrainState",
+    "UserError",
+    "__version__",
+    "apply_overrides",
+    "default_config",
+    "evaluate",
+    "load_experiment",
+    "nnx_model",
+    "train",
+]

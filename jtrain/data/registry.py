@@ -1,0 +1,98 @@
+"""Datasets jtrain knows by name: which builder, default splits, and what a model needs to know about them."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+
+import tensorflow_datasets as tfds
+
+from jtrain.data import builders
+from jtrain.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    builder: type[tfds.core.GeneratorBasedBuilder]
+    splits: dict[str, str]  # default TFDS split spec per role: train / val / test
+    num_classes: int
+    input_shape: tuple[int, ...]  # one example, (H, W, C)
+    input_key: str  # feature holding the model input
+    target_key: str  # feature holding the label
+    scale: float  # raw value -> [0, 1]
+    mean: float  # after scaling, over the training images
+    std: float
+    class_names: tuple[str, ...] = ()
+
+
+DATASETS = {
+    "digits": DatasetSpec(
+        name="digits",
+        builder=builders.Digits,
+        splits={"train": "train[:70%]", "val": "train[70%:85%]", "test": "train[85%:]"},
+        num_classes=10,
+        input_shape=(8, 8, 1),
+        input_key="image",
+        target_key="label",
+        scale=1 / 16,
+        mean=0.3053,
+        std=0.3760,
+        class_names=tuple(str(i) for i in range(10)),
+    ),
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        builder=builders.FashionMnistLocal,
+        splits={"train": "train[:90%]", "val": "train[90%:]", "test": "test"},
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        input_key="image",
+        target_key="label",
+        scale=1 / 255,
+        mean=0.2860,
+        std=0.3530,
+        class_names=builders.FASHION_MNIST_CLASSES,
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown dataset data.name={name!r}{hint}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def data_dir(configured: str) -> str:
+    """data.dir, else $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets."""
+    path = configured or os.environ.get("JTRAIN_DATA_DIR") or "~/.cache/jtrain/tensorflow_datasets"
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def builder(name: str, configured_dir: str = "") -> tfds.core.GeneratorBasedBuilder:
+    spec = get_spec(name)
+    return spec.builder(data_dir=data_dir(configured_dir), file_format="array_record")
+
+
+def prepare(name: str, configured_dir: str = "") -> str:
+    """Builds the dataset's array_record files once; later calls find them and return at once."""
+    b = builder(name, configured_dir)
+    if not b.is_prepared():
+        b.download_and_prepare()
+    return b.data_dir
+
+
+def data_source(name: str, split: str, configured_dir: str = ""):
+    """Random-access source of one split (TFDS slicing such as `train[:70%]` allowed)."""
+    b = builder(name, configured_dir)
+    if not b.is_prepared():
+        # Preparing is quick for the local datasets, so do it rather than fail; then reopen, since a
+        # builder's split info is read when it is constructed.
+        prepare(name, configured_dir)
+        b = builder(name, configured_dir)
+    try:
+        return b.as_data_source(split=split)
+    except (ValueError, KeyError) as e:
+        raise DataError(f"data split {split!r} of {name}: {str(e).splitlines()[0]}") from e

@@ -1,0 +1,61 @@
+"""The pure steps. `train_step(state, batch) -> (state, metrics)`, `eval_step(state, batch) -> sums`.
+
+Model, optimizer and loss are closed over (never static positional args), so `jax.jit` sees only arrays.
+The loop jits them with donated state and explicit shardings (jtrain/train.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jtrain import metrics as metrics_lib
+from jtrain.losses import LossFn
+from jtrain.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, task: str,
+                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        # A fresh dropout key per step, a function of (seed, step): resuming at step s redraws the same key.
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+        mutable = list(state.model_state)
+
+        def loss_of(params):
+            variables = {"params": params, **state.model_state}
+            outputs, new_model_state = model.apply(
+                variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable
+            )  # outputs (B, num_outputs)
+            loss = loss_fn(outputs, batch["targets"]).mean()
+            return loss, (outputs, new_model_state)
+
+        (loss, (outputs, new_model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = metrics_lib.train_metrics(outputs, batch["targets"], loss, task)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, model_state=dict(new_model_state)
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str) -> Callable[[TrainState, Batch], dict]:
+    sums_fn = metrics_lib.classification_sums if task == "classification" else metrics_lib.regression_sums
+
+    def eval_step(state: TrainState, batch: Batch) -> dict:
+        variables = {"params": state.params, **state.model_state}
+        outputs = model.apply(variables, batch["inputs"], train=False)  # (B, num_outputs)
+        losses = loss_fn(outputs, batch["targets"])  # (B,)
+        return sums_fn(outputs, batch["targets"], batch["mask"], losses)
+
+    return eval_step

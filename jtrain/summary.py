@@ -1,0 +1,27 @@
+"""The end-of-run summary as a table for the terminal."""
+
+from __future__ import annotations
+
+from jtrain.metrics import SCALAR_KEYS
+
+_ROW_KEYS = SCALAR_KEYS + ("num_examples",)
+
+
+def format_table(summary: dict) -> str:
+    """One row per split, one column per scalar metric the splits report."""
+    splits = [s for s in ("train", "val", "test") if summary.get(s)]
+    columns = [k for k in _ROW_KEYS if any(k in summary[s] for s in splits)]
+    header = ["split", *columns]
+    rows = [[s, *(_cell(summary[s].get(k)) for k in columns)] for s in splits]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([f"summary at step {summary.get('step')}", line(header), line(["-" * w for w in widths]),
+                      *map(line, rows)])
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}"
