@@ -63,19 +63,21 @@ def train_dataset(
     """An endless iterator of training batches; its `get_state()` is saved in checkpoints."""
     spec = data.spec
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
-    ds = grain.MapDataset.source(data.sources["train"])
-    ds = ds[process_index::process_count]  # each process reads only its own shard
+    source = data.sources["train"]
+    # The pipeline runs over example indices and reads a whole batch at once: a TFDS data source reads
+    # many records several times faster than one at a time.
+    ds = grain.MapDataset.range(process_index, len(source), process_count)  # each process: its own shard
     if len(ds) < batch:
         raise ConfigError(f"config key 'data.batch_size': {batch} per process exceeds the {len(ds)} training examples")
     ds = ds.seed(seed)
     if config.shuffle:
         ds = ds.shuffle()  # before repeat: every epoch gets a fresh permutation
     ds = ds.repeat(None)
-    ds = ds.map(lambda record: transforms.to_example(record, spec))
+    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.map(lambda indices: read_batch(source, indices, spec))
     augment = transforms.parse_augmentations(config.augment)
     if augment:
-        ds = ds.random_map(lambda example, rng: transforms.augment(example, augment, rng))
-    ds = ds.batch(batch, drop_remainder=True)
+        ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
     if config.normalize:
         ds = ds.map(lambda b: transforms.normalize(b, spec))
     it = ds.to_iter_dataset()
@@ -100,22 +102,33 @@ def eval_batches(
     source = data.sources[role]
     global_batch = config.eval_batch_size or config.batch_size
     batch = local_batch_size(global_batch, process_count, "data.eval_batch_size")
-    shard = grain.MapDataset.source(source)[process_index::process_count]
+    shard = np.arange(process_index, len(source), process_count)
     num_batches = math.ceil(math.ceil(len(source) / process_count) / batch)
     for i in range(num_batches):
-        records = [shard[j] for j in range(i * batch, min((i + 1) * batch, len(shard)))]
-        examples = [transforms.to_example(r, spec) for r in records]
-        yield pad_batch(examples, batch, spec, config.normalize)
+        indices = shard[i * batch : (i + 1) * batch]
+        yield pad_batch(read_batch(source, indices, spec) if len(indices) else None, batch, spec, config.normalize)
 
 
-def pad_batch(examples: list[dict], batch: int, spec: registry.DatasetSpec, normalize: bool) -> dict[str, np.ndarray]:
-    n = len(examples)
+def read_batch(source, indices: np.ndarray, spec: registry.DatasetSpec) -> dict[str, np.ndarray]:
+    """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1], 'targets': (n,) int32}."""
+    records = source.__getitems__([int(i) for i in indices])
+    raw = np.stack([r[spec.input_key] for r in records])  # (n, H, W, C) as stored
+    return {
+        "inputs": raw.astype(np.float32) * np.float32(spec.scale),
+        "targets": np.asarray([r[spec.target_key] for r in records], np.int32),
+    }
+
+
+def pad_batch(batch_: dict[str, np.ndarray] | None, batch: int, spec: registry.DatasetSpec,
+              normalize: bool) -> dict[str, np.ndarray]:
+    """Pads n <= batch examples to `batch` rows of zeros; `mask` marks the real ones."""
+    n = 0 if batch_ is None else len(batch_["targets"])
     inputs = np.zeros((batch, *spec.input_shape), np.float32)  # (B, H, W, C)
     targets = np.zeros((batch,), np.int32)  # (B,)
     mask = np.zeros((batch,), bool)  # (B,) True for real examples
     if n:
-        inputs[:n] = np.stack([e["inputs"] for e in examples])
-        targets[:n] = [e["targets"] for e in examples]
+        inputs[:n] = batch_["inputs"]
+        targets[:n] = batch_["targets"]
         mask[:n] = True
     out = {"inputs": inputs, "targets": targets}
     if normalize:

@@ -46,3 +46,9 @@ def augment(example: dict[str, np.ndarray], names: tuple[str, ...], rng: np.rand
         elif name == "noise":
             image = np.clip(image + rng.normal(0.0, 0.05, image.shape).astype(np.float32), 0.0, 1.0)
     return {**example, "inputs": np.ascontiguousarray(image, np.float32)}
+
+
+def augment_batch(batch: dict[str, np.ndarray], names: tuple[str, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """`augment` applied to every example of a batch, each with its own draws from `rng`."""
+    inputs = np.stack([augment({"inputs": x}, names, rng)["inputs"] for x in batch["inputs"]])
+    return {**batch, "inputs": inputs}

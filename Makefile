@@ -1,0 +1,48 @@
+# Set-up and entry points. `make train` and `make test` work on a fresh machine: they create .venv,
+# install the project (again only when pyproject.toml changes), prepare data, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PYTEST_WORKERS ?= 2
+
+.PHONY: install data train test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist where apt exists; digits ships with scikit-learn.
+data: install
+	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	fi
+	$(BIN)/jtrain prepare digits
+	@if [ -f $(FASHION_MNIST) ] || [ -n "$$JTRAIN_FASHION_MNIST_DIR" ]; then $(BIN)/jtrain prepare fashion_mnist; \
+	else echo "Fashion-MNIST files not available: experiments/fashion_mnist_cnn.py will say how to get them"; fi
+
+train: install
+	$(BIN)/jtrain prepare digits
+	$(BIN)/jtrain train --config experiments/digits_cnn.py --workdir runs/digits_cnn
+
+# The whole suite, slow end-to-end runs included.
+test: data
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+
+# The inner loop: everything but the slow end-to-end training runs.
+test-fast: install
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
+
+bench: install
+	$(BIN)/python scripts/bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs

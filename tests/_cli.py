@@ -1,0 +1,33 @@
+"""Runs the real `python -m jtrain` entry point in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A shrunk digits run: seconds, not minutes.
+SMOKE_OVERRIDES = [
+    "--config.train.steps=30",
+    "--config.train.epochs=0",
+    "--config.train.log_every_steps=10",
+    "--config.eval.every_steps=20",
+    "--config.checkpoint.every_steps=20",
+    "--config.data.batch_size=16",
+    "--config.schedule.name=constant",
+    "--config.schedule.warmup_steps=0",
+]
+
+
+def run_jtrain(args: list[str], data_dir: str, extra_env: dict | None = None, timeout: float = 600):
+    env = {
+        **os.environ,
+        "JTRAIN_NO_PROGRESS": "1",
+        "JTRAIN_DATA_DIR": data_dir,
+        "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        **(extra_env or {}),
+    }
+    return subprocess.run([sys.executable, "-m", "jtrain", *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
