@@ -68,7 +68,9 @@ class MetricWriter:
         # Append mode: a resumed run continues the same file instead of replacing its history.
         self._jsonl = open(path, "a", encoding="utf-8")
         # Each writer opens a new event file in the same directory; TensorBoard merges them into one run.
-        self._events = EventFileWriter(os.path.join(workdir, TENSORBOARD_DIR))
+        # Event file names carry only the second and the pid, so two writers opened within one second in
+        # one process (a resume in a notebook) would share a name: a nanosecond suffix keeps both, in order.
+        self._events = EventFileWriter(os.path.join(workdir, TENSORBOARD_DIR), filename_suffix=f".{time.time_ns()}")
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         """Records `metrics` of `split` ("train", "val", ...) at `step`.

@@ -225,6 +225,42 @@ def test_iterator_state_resumes_exactly(small, digits_data_dir, prefetch, augmen
     assert_batches_equal(got, expected)
 
 
+class CountingSource:
+    """Wraps a data source and counts the records read through it."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, 0
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.source[i]
+
+    def __getitems__(self, indices):
+        self.reads += len(indices)
+        return self.source.__getitems__(indices)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_prefetch_reads_at_most_that_many_batches_ahead(small, prefetch, digits_data_dir):
+    counting = CountingSource(small.sources["train"])
+    data = pipeline.Data(spec=small.spec, sources={"train": counting}, splits=small.splits)
+    it = iter(pipeline.train_dataset(data, data_config(digits_data_dir, batch_size=4, prefetch=prefetch), seed=0))
+    try:
+        for _ in range(2):
+            next(it)
+        time.sleep(0.2)  # let a background reader run ahead as far as it will
+        reads = counting.reads
+    finally:
+        _close(it)
+    if prefetch == 0:
+        assert reads == 2 * 4  # "0 = none": nothing read before it is asked for
+    else:
+        assert 2 * 4 <= reads <= (2 + prefetch + 1) * 4
+
+
 def test_batch_larger_than_the_split_is_a_config_error(small, digits_data_dir):
     with pytest.raises(ConfigError, match="data.batch_size"):
         pipeline.train_dataset(small, data_config(digits_data_dir, batch_size=128), seed=0)

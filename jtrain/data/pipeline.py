@@ -80,7 +80,9 @@ def train_dataset(
         ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
     if config.normalize:
         ds = ds.map(lambda b: transforms.normalize(b, spec))
-    it = ds.to_iter_dataset()
+    # No read-ahead here (grain's default is 16 threads filling a 500-batch buffer, slow to start and to
+    # restore); data.prefetch alone decides how many batches a background thread prepares.
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if config.prefetch > 0:
         it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=config.prefetch)
     return it
@@ -133,6 +135,7 @@ def pad_batch(batch_: dict[str, np.ndarray] | None, batch: int, spec: registry.D
     out = {"inputs": inputs, "targets": targets}
     if normalize:
         out = transforms.normalize(out, spec)
+        out["inputs"][n:] = 0.0  # padding stays zeros (normalising maps 0 to -mean/std)
     out["mask"] = mask
     return out
 
