@@ -1,57 +1,244 @@
 """Orbax checkpoints of a run: train state, data-iterator position and metadata, saved asynchronously.
 
-Layout: `workdir/checkpoints/<step>/{state, data, meta}`. `state` is the TrainState pytree (restored directly
-onto the shardings of the current mesh), `data` the grain iterator state (so the data order continues where it
-stopped), `meta` a JSON record (step, jtrain version, resolved config). Nothing is pickled.
+Layout: `workdir/checkpoints/<step>/{state, data, meta}` plus `jtrain_checksums.json`. `state` is the TrainState
+pytree (restored directly onto the shardings of the current mesh, whatever mesh wrote it), `data` the grain
+iterator state (so the data order continues where it stopped), `meta` a JSON record (step, jtrain version,
+resolved config, mesh, metrics). Nothing is pickled.
+
+Surviving crashes:
+- Orbax writes each step into a temporary directory and renames it when complete, so a process killed mid-save
+  leaves only a `*.orbax-checkpoint-tmp*` directory: restore never sees it and the next start deletes it.
+- After a save is finalised, the sha256 of every file goes into `jtrain_checksums.json`. Restore verifies it and
+  skips a checkpoint whose files were truncated or altered (with a warning naming it), falling back to the
+  previous good one.
+- Retention keeps the newest `max_to_keep` AND the `keep_best` best by a validation metric: Orbax's `best_fn`
+  with `max_to_keep` alone may delete the latest checkpoint, so both policies are combined explicitly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import hashlib
+import json
 import os
+import sys
+import threading
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
+
+from jtrain.errors import UserError
+
+CHECKSUMS_FILE = "jtrain_checksums.json"
+
+
+class CheckpointError(UserError):
+    """No usable checkpoint, or a save that could not be written."""
 
 
 class Checkpointer:
-    def __init__(self, directory: str, max_to_keep: int, async_save: bool = True):
+    def __init__(self, directory: str, max_to_keep: int, keep_best: int = 0, best_metric: str = "",
+                 best_mode: str = "max", async_save: bool = True):
         self.directory = os.path.abspath(directory)
+        self._async = async_save
+        self._lock = threading.Lock()
+        self._unverified: list[int] = []  # saved steps whose checksums are not written yet
+        keep = [policies.LatestN(max_to_keep)]
+        if keep_best and best_metric:
+            # reverse=False keeps the largest values; flip for metrics where lower is better.
+            keep.append(policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
+                                       n=keep_best, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # partial saves of a killed process
+            async_options=ocp.options.AsyncOptions(post_finalization_callback=self._write_checksums),
             create=True,
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except OSError as e:
+            raise CheckpointError(f"cannot use checkpoint directory {self.directory}: {e.strerror or e}") from e
 
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+    # ------------------------------------------------------------------ saving
 
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
-    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None, meta: dict) -> None:
+    def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator | None, meta: dict,
+             metrics: dict | None = None) -> None:
         """Starts an async save; returns once device arrays are copied (the state may then be donated)."""
         items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        with self._lock:
+            self._unverified.append(step)
+        try:
+            self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        except OSError as e:
+            raise _save_error(step, self.directory, e) from e
+        if not self._async:
+            self._write_checksums()
+
+    def wait(self) -> None:
+        try:
+            self._manager.wait_until_finished()
+        except OSError as e:
+            raise _save_error(self._unverified[-1] if self._unverified else -1, self.directory, e) from e
+
+    def close(self) -> None:
+        self.wait()
+        self._manager.close()
+
+    def _write_checksums(self) -> None:
+        # Runs after each async save is finalised (on a background thread) and after synchronous saves.
+        if jax.process_index() != 0:
+            return
+        with self._lock:
+            steps, self._unverified = self._unverified, []
+        for step in steps:
+            step_dir = os.path.join(self.directory, str(step))
+            if os.path.isdir(step_dir):
+                tmp = os.path.join(step_dir, CHECKSUMS_FILE + ".tmp")
+                with open(tmp, "w") as f:
+                    json.dump(directory_checksums(step_dir), f, indent=0, sort_keys=True)
+                os.replace(tmp, os.path.join(step_dir, CHECKSUMS_FILE))  # atomic: complete or absent
+
+    # ------------------------------------------------------------------ finding and restoring
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self._manager.best_step()
 
     def restore(self, step: int, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None) -> tuple[Any, dict]:
         """State restored onto `abstract_state`'s shardings; the data iterator (if given) is moved in place."""
+        problem = verify(os.path.join(self.directory, str(step)))
+        if problem:
+            raise CheckpointError(f"checkpoint {self.directory}/{step} is corrupted: {problem}")
         items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
 
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
+    def restore_latest_good(self, abstract_state: Any, data_iterator: grain.DatasetIterator | None = None
+                            ) -> tuple[int, Any, dict] | None:
+        """The newest checkpoint that verifies and restores; None when there are none at all.
 
-    def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        A corrupted checkpoint is skipped with a warning naming it; if every one is unusable, one error.
+        """
+        steps = self.all_steps()
+        for step in reversed(steps):
+            try:
+                state, meta = self.restore(step, abstract_state, data_iterator)
+                return step, state, meta
+            except Exception as e:  # any failure to read a step means: try the one before
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                print(f"jtrain: warning: skipping checkpoint {self.directory}/{step}: {reason}", file=sys.stderr)
+        if steps:
+            raise CheckpointError(f"no usable checkpoint in {self.directory} (tried steps {steps}); "
+                                  f"move the directory away to start from scratch")
+        return None
+
+
+# ---------------------------------------------------------------------- integrity
+
+
+def directory_checksums(step_dir: str) -> dict[str, str]:
+    out = {}
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            if name.startswith(CHECKSUMS_FILE):
+                continue
+            path = os.path.join(root, name)
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            out[os.path.relpath(path, step_dir)] = digest.hexdigest()
+    return out
+
+
+def verify(step_dir: str) -> str:
+    """'' when the step's files match their recorded checksums (or none were recorded yet), else the problem."""
+    path = os.path.join(step_dir, CHECKSUMS_FILE)
+    if not os.path.isfile(path):
+        return ""  # killed between commit and checksum: Orbax's commit marker is all we have
+    with open(path) as f:
+        expected = json.load(f)
+    actual = directory_checksums(step_dir)
+    for name, digest in expected.items():
+        if name not in actual:
+            return f"file {name} is missing"
+        if actual[name] != digest:
+            return f"file {name} does not match its checksum"
+    return ""
+
+
+def _save_error(step: int, directory: str, e: OSError) -> CheckpointError:
+    why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return CheckpointError(f"saving checkpoint step {step} in {directory} failed: {why}; "
+                           f"earlier checkpoints there are intact")
+
+
+# ---------------------------------------------------------------------- reading without restoring
+
+
+@dataclasses.dataclass
+class RestorePlan:
+    """What restoring a checkpoint onto a target tree would do, computed from metadata only."""
+
+    loaded: list[str]
+    missing: list[str]  # in the target, not in the checkpoint
+    unused: list[str]  # in the checkpoint, not in the target
+    mismatched: list[str]  # same path, different shape or dtype: "path: (3, 4) float32 -> (5, 4) float32"
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unused or self.mismatched)
+
+
+def array_metadata(state_dir: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """'/'-joined path -> (shape, dtype) of every array in a saved pytree, without reading array data."""
+    tree = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree
+    flat = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        flat[path_str(path)] = (tuple(leaf.shape), str(leaf.dtype))
+    return flat
+
+
+def plan_restore(state_dir: str, target: Any) -> RestorePlan:
+    """Dry run: compares a checkpoint's arrays with a target pytree of arrays or ShapeDtypeStructs."""
+    saved = array_metadata(state_dir)
+    wanted = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+    plan = RestorePlan([], [], [], [])
+    for path, spec in wanted.items():
+        if path not in saved:
+            plan.missing.append(path)
+        elif saved[path] != spec:
+            plan.mismatched.append(f"{path}: {saved[path][0]} {saved[path][1]} -> {spec[0]} {spec[1]}")
+        else:
+            plan.loaded.append(path)
+    plan.unused = [p for p in saved if p not in wanted]
+    return plan
+
+
+def path_str(path) -> str:
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

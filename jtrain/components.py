@@ -90,7 +90,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
         abstract_state=abstract_state,
         init=jax.jit(init, out_shardings=shardings),
         train_step=jax.jit(
-            make_train_step(model, tx, loss_fn, task, schedule),
+            make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite),
             in_shardings=(shardings, batch_sharding),
             out_shardings=(shardings, replicated),
             donate_argnums=0,

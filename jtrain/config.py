@@ -57,9 +57,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.epochs = 0.0  # epochs over the training split, converted to steps when train.steps == 0
     c.train.log_every_steps = 50  # fetch and write training metrics every k steps
     c.train.progress = True  # progress bar on a TTY (also off when JTRAIN_NO_PROGRESS is set)
+    c.train.on_nonfinite = "halt"  # non-finite loss/gradients: halt (error naming the step) or skip (drop the update)
+    c.train.early_stopping_patience = 0  # stop after this many evals without improving eval.best_metric; 0 = off
+    c.train.early_stopping_min_delta = 0.0  # smallest change of eval.best_metric that counts as an improvement
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate the val split every k steps; 0 = only at the end
+    c.eval.best_metric = ""  # val metric that ranks checkpoints and drives early stopping, e.g. accuracy; "" = none
+    c.eval.best_mode = "auto"  # max, min, or auto (min for loss/mse/mae, max otherwise)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"  # sgd or adamw
@@ -80,6 +85,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500  # save a checkpoint every k steps (and always at the end); 0 = end only
     c.checkpoint.max_to_keep = 3  # newest checkpoints kept on disk
+    c.checkpoint.keep_best = 1  # also keep this many best checkpoints by eval.best_metric (when set)
+    c.checkpoint.async_save = True  # write checkpoints in the background while training continues
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # data-parallel mesh axis size; -1 = fill with the remaining devices
@@ -218,6 +225,12 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.eval.every_steps >= 0, "eval.every_steps", "must be >= 0")
     need(c.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     need(c.checkpoint.max_to_keep >= 1, "checkpoint.max_to_keep", "must be >= 1")
+    need(c.checkpoint.keep_best >= 0, "checkpoint.keep_best", "must be >= 0")
+    need(c.train.on_nonfinite in ("halt", "skip"), "train.on_nonfinite", f"must be halt or skip, got {c.train.on_nonfinite!r}")
+    need(c.train.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+    need(c.eval.best_mode in ("auto", "max", "min"), "eval.best_mode", f"must be auto, max or min, got {c.eval.best_mode!r}")
+    need(not c.train.early_stopping_patience or (c.eval.best_metric and c.eval.every_steps),
+         "train.early_stopping_patience", "needs eval.best_metric and eval.every_steps > 0")
     need(c.optim.learning_rate >= 0, "optim.learning_rate", "must be >= 0")
     need(0.0 <= c.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {c.model.dropout}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")

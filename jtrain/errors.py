@@ -11,3 +11,7 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """Missing or unusable data: the message says how to get it."""
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. a non-finite loss with train.on_nonfinite=halt): one line, exit code 1."""

@@ -21,7 +21,10 @@ Batch = dict[str, jax.Array]
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, task: str,
-                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    schedule: optax.Schedule, on_nonfinite: str = "halt") -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """`on_nonfinite="skip"` drops an update whose loss or gradients are not finite (the step still counts,
+    so data order and dropout keys stay aligned); "halt" applies it and the loop stops at the next check."""
+
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         # A fresh dropout key per step, a function of (seed, step): resuming at step s redraws the same key.
         dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -41,9 +44,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
         metrics = metrics_lib.train_metrics(outputs, batch["targets"], loss, task)
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-        new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, model_state=dict(new_model_state)
-        )
+        finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        new_model_state = dict(new_model_state)
+        if on_nonfinite == "skip":
+            keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+            params = keep_old(params, state.params)
+            opt_state = keep_old(opt_state, state.opt_state)
+            new_model_state = keep_old(new_model_state, state.model_state)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=new_model_state)
         return new_state, metrics
 
     return train_step

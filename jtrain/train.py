@@ -1,9 +1,10 @@
 """The training loop, top to bottom: build -> init (resume > scratch) -> loop -> final eval -> summary.
 
-    state, metrics = train_step(state, batch)      # pure, jitted, donated, sharded
-    every train.log_every_steps: fetch metrics, write metrics.jsonl / TensorBoard, update the progress bar
-    every eval.every_steps:      exact eval of the val split
+    state, metrics = train_step(state, batch)       # pure, jitted, donated, sharded
+    every train.log_every_steps:  fetch metrics, check they are finite, write metrics.jsonl / TensorBoard
+    every eval.every_steps:       exact eval of the val split; best-metric tracking and early stopping
     every checkpoint.every_steps: async Orbax save of state + data-iterator position
+    on SIGTERM / SIGINT:          finish the step, save it, wait until durable, raise Preempted
 
 Metrics stay on device between log steps, so the host never waits for a step it does not need.
 """
@@ -11,6 +12,7 @@ Metrics stay on device between log steps, so the host never waits for a step it 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -25,10 +27,13 @@ from jtrain import config as config_lib
 from jtrain import data as data_lib
 from jtrain import metrics as metrics_lib
 from jtrain import plots, summary as summary_lib
+from jtrain.early_stopping import BestTracker
+from jtrain.errors import TrainingError, UserError
 from jtrain.evaluate import evaluate_split
+from jtrain.preemption import Preempted, PreemptionWatcher
 from jtrain.progress import ProgressBar
 from jtrain.state import count_params
-from jtrain.writers import MetricWriter, read_metrics
+from jtrain.writers import MetricWriter, drop_records_after, read_metrics
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -36,23 +41,34 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ------------------------------------------------------------------ build
     run = components.build(config)
     is_main = jax.process_index() == 0
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = _writable_workdir(workdir)
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_lib.to_json(config))
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep)
+    best = BestTracker(config.eval.best_metric, config.eval.best_mode, config.train.early_stopping_patience,
+                       config.train.early_stopping_min_delta) if config.eval.best_metric else None
+    ckpt = checkpoint_lib.Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep, config.checkpoint.keep_best,
+        config.eval.best_metric, best.mode if best else "max", config.checkpoint.async_save)
     train_iter = iter(data_lib.train_dataset(run.data, config.data, config.seed, jax.process_index(),
                                              jax.process_count()))
-    meta = {"jtrain_version": jtrain.__version__, "config": config.to_dict()}
+    target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
 
     # ------------------------------------------------------------------ init: resume > scratch
-    start = ckpt.latest_step()
-    if start is not None:
-        target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
-        state, _ = ckpt.restore(start, target, train_iter)
+    restored = ckpt.restore_latest_good(target, train_iter)
+    if restored:
+        start, state, meta = restored
+        if best and meta.get("best"):
+            best.load_state_dict(meta["best"])
+        skipped = meta.get("skipped_steps", 0)
+        if is_main:
+            drop_records_after(workdir, start)
     else:
-        state, start = run.init(), 0
+        state, start, skipped = run.init(), 0, 0
+
+    def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
+        return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
+                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None}
 
     total = run.total_steps
     writer = MetricWriter(workdir, enabled=is_main)
@@ -65,57 +81,125 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
 
     # ------------------------------------------------------------------ loop
-    pending: list[dict] = []  # per-step metrics, still on device
+    pending: list[dict] = []  # per-step metrics since the last fetch, still on device
     last_train: dict = {}
     tick, tick_step = time.perf_counter(), start
-    for step in range(start, total):
-        batch = run.put_batch(next(train_iter))
-        state, step_metrics = run.train_step(state, batch)
-        pending.append(step_metrics)
-        progress.update()
-        done = step + 1
+    stopped_early = False
+    single_process = jax.process_count() == 1
 
-        if done % config.train.log_every_steps == 0 or done == total:
-            last_train = _mean_metrics(jax.device_get(pending))  # the one host sync per log interval
-            pending = []
-            now = time.perf_counter()
-            last_train["steps_per_sec"] = (done - tick_step) / max(now - tick, 1e-9)
-            last_train["examples_per_sec"] = last_train["steps_per_sec"] * config.data.batch_size
-            tick, tick_step = now, done
-            writer.write(done, "train", last_train)
-            progress.set_metrics(loss=last_train["loss"], ex_per_s=last_train["examples_per_sec"])
-            if not progress.enabled and is_main:
-                progress.write(_log_line(done, total, "train", last_train))
+    def fetch_pending(upto: int) -> list[dict]:
+        """Brings the pending metrics to the host and enforces train.on_nonfinite (the one host sync)."""
+        nonlocal pending, skipped
+        fetched, pending = jax.device_get(pending), []
+        first = upto - len(fetched) + 1
+        bad = [first + i for i, m in enumerate(fetched) if m["nonfinite"]]
+        if bad and config.train.on_nonfinite == "halt":
+            m = fetched[bad[0] - first]
+            metric = "loss" if not math.isfinite(float(m["loss"])) else "gradient norm"
+            good = [s for s in ckpt.all_steps() if s < bad[0]]
+            where = f"{ckpt.directory}/{good[-1]}" if good else "none"
+            raise TrainingError(f"non-finite {metric} at step {bad[0]}; last good checkpoint: {where} "
+                                f"(train.on_nonfinite=skip drops such updates)")
+        skipped += len(bad)
+        return fetched
 
-        if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total and "val" in run.data.sources:
-            val = metrics_lib.scalars(evaluate_split(run, state, "val"))
-            writer.write(done, "val", val)
-            progress.write(_log_line(done, total, "val", val))
+    with PreemptionWatcher() as preemption:
+        for step in range(start, total):
+            batch = run.put_batch(next(train_iter))
+            state, step_metrics = run.train_step(state, batch)
+            pending.append(step_metrics)
+            progress.update()
+            done = step + 1
+            log_now = done % config.train.log_every_steps == 0 or done == total
 
-        if config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0 and done != total:
-            ckpt.save(done, state, train_iter, {**meta, "step": done})
-    progress.close()
+            if log_now:
+                last_train = _mean_metrics(fetch_pending(done))
+                now = time.perf_counter()
+                last_train["steps_per_sec"] = (done - tick_step) / max(now - tick, 1e-9)
+                last_train["examples_per_sec"] = last_train["steps_per_sec"] * config.data.batch_size
+                last_train["skipped_steps"] = skipped
+                tick, tick_step = now, done
+                writer.write(done, "train", last_train)
+                progress.set_metrics(loss=last_train["loss"], ex_per_s=last_train["examples_per_sec"])
+                if not progress.enabled and is_main:
+                    progress.write(_log_line(done, total, "train", last_train))
 
-    # ------------------------------------------------------------------ final checkpoint and evaluation
-    if ckpt.latest_step() != total:
-        ckpt.save(total, state, train_iter, {**meta, "step": total})
-    reports = {role: evaluate_split(run, state, role) for role in ("val", "test") if role in run.data.sources}
-    for role, report in reports.items():
-        writer.write(total, role, metrics_lib.scalars(report))
-    ckpt.close()
-    writer.close()
+            eval_now = config.eval.every_steps and done % config.eval.every_steps == 0 and done != total
+            if eval_now and "val" in run.data.sources:
+                fetch_pending(done)  # never rank or save a checkpoint of a state that went non-finite
+                val = metrics_lib.scalars(evaluate_split(run, state, "val"))
+                writer.write(done, "val", val)
+                progress.write(_log_line(done, total, "val", val))
+                if best:
+                    best.update(done, val)
+                    ckpt.save(done, state, train_iter, meta_at(done), metrics=val)
+                    if best.should_stop:
+                        progress.write(f"early stopping at step {done}: val {best.metric} has not improved for "
+                                       f"{best.bad_evals} evals (best {best.best_value:.4g} at step {best.best_step})")
+                        stopped_early = True
+                        break
+
+            if config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0 and done != total:
+                if ckpt.latest_step() != done:
+                    fetch_pending(done)
+                    ckpt.save(done, state, train_iter, meta_at(done))
+
+            # With several processes the signal check is collective, so it runs only at log steps.
+            if (single_process or log_now) and preemption.stop_requested():
+                fetch_pending(done)
+                if ckpt.latest_step() != done:
+                    ckpt.save(done, state, train_iter, meta_at(done))
+                ckpt.close()
+                writer.close()
+                progress.close()
+                raise Preempted(done, preemption.signal_name, ckpt.directory)
+        progress.close()
+        end = int(jax.device_get(state.step))
+
+        # -------------------------------------------------------------- final checkpoint and evaluation
+        fetch_pending(end)
+        reports = {role: evaluate_split(run, state, role) for role in ("val", "test") if role in run.data.sources}
+        if ckpt.latest_step() != end:
+            val_scalars = metrics_lib.scalars(reports["val"]) if "val" in reports else None
+            if best and val_scalars:
+                best.update(end, val_scalars)
+            ckpt.save(end, state, train_iter, meta_at(end), metrics=val_scalars if best else None)
+        if best and config.train.early_stopping_patience and best.best_step not in (-1, end):
+            # Early stopping reports the best checkpoint, as Keras' restore_best_weights does.
+            ckpt.wait()
+            state, _ = ckpt.restore(best.best_step, target)
+            reports = {role: evaluate_split(run, state, role) for role in reports}
+        for role, report in reports.items():
+            writer.write(end, role, metrics_lib.scalars(report))
+        ckpt.close()
+        writer.close()
 
     # ------------------------------------------------------------------ summary, plots
-    summary = {"step": total, "train": last_train, **{role: r for role, r in reports.items()}}
+    summary = {"step": end, "train": last_train, **reports}
+    if best:
+        summary["best"] = {"step": best.best_step, "metric": best.metric, "value": best.best_value,
+                           "stopped_early": stopped_early}
     if is_main:
         _write_outputs(workdir, summary, run)
         print(summary_lib.format_table(summary))
     return summary
 
 
+def _writable_workdir(workdir: str) -> str:
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create workdir {workdir}: {e.strerror or e}") from e
+    if not os.access(workdir, os.W_OK):
+        raise UserError(f"workdir {workdir} is not writable")
+    return workdir
+
+
 def _mean_metrics(per_step: list[dict]) -> dict:
-    """Average over the logged steps; the learning rate is the latest one."""
-    out = {k: float(np.mean([m[k] for m in per_step])) for k in per_step[0]}
+    """Average over the logged steps (finite ones); the learning rate is the latest one."""
+    finite = [m for m in per_step if not m["nonfinite"]] or per_step
+    out = {k: float(np.mean([m[k] for m in finite])) for k in per_step[0] if k != "nonfinite"}
     out["learning_rate"] = float(per_step[-1]["learning_rate"])
     return out
 

@@ -67,10 +67,12 @@ class MetricWriter:
         _drop_partial_last_line(path)
         # Append mode: a resumed run continues the same file instead of replacing its history.
         self._jsonl = open(path, "a", encoding="utf-8")
-        # Each writer opens a new event file in the same directory; TensorBoard merges them into one run.
-        # Event file names carry only the second and the pid, so two writers opened within one second in
-        # one process (a resume in a notebook) would share a name: a nanosecond suffix keeps both, in order.
-        self._events = EventFileWriter(os.path.join(workdir, TENSORBOARD_DIR), filename_suffix=f".{time.time_ns()}")
+        # Each writer opens a new event file in the same directory; TensorBoard merges them into one run,
+        # reading the files in name order. Names start with the creation second, so a writer opened in the
+        # same second as an earlier one (a quick resume) waits for the next second to keep that order.
+        tb_dir = os.path.join(workdir, TENSORBOARD_DIR)
+        _wait_for_a_later_second_than(tb_dir)
+        self._events = EventFileWriter(tb_dir)
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         """Records `metrics` of `split` ("train", "val", ...) at `step`.
@@ -165,3 +167,30 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}:{number}: malformed metrics record: {e}") from e
     return records
+
+
+def drop_records_after(workdir: str, step: int) -> None:
+    """Forgets metrics.jsonl records past `step`: a run resumed from the checkpoint at `step` will log
+    those steps again, and the history should read as one uninterrupted run. (TensorBoard does the same
+    for its event files when it sees a step go backwards.)"""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return
+    _drop_partial_last_line(path)
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(tmp, path)
+
+
+def _wait_for_a_later_second_than(tb_dir: str) -> None:
+    newest = 0
+    if os.path.isdir(tb_dir):
+        for name in os.listdir(tb_dir):
+            parts = name.split(".")
+            if name.startswith("events.out.tfevents.") and len(parts) > 3 and parts[3].isdigit():
+                newest = max(newest, int(parts[3]))
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
