@@ -12,7 +12,8 @@ Surviving crashes:
   skips a checkpoint whose files were truncated or altered (with a warning naming it), falling back to the
   previous good one.
 - Retention keeps the newest `max_to_keep` AND the `keep_best` best by a validation metric: Orbax's `best_fn`
-  with `max_to_keep` alone may delete the latest checkpoint, so both policies are combined explicitly.
+  with `max_to_keep` alone may delete the latest checkpoint, so both policies are combined explicitly. "Best"
+  is the caller's ranking (`BEST_RANK` in the save's metrics), so what is kept is what the loop reports.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from jtrain.errors import UserError
 
 CHECKSUMS_FILE = "jtrain_checksums.json"
+BEST_RANK = "best_rank"  # metric key that ranks checkpoints for keep_best retention
 
 
 class CheckpointError(UserError):
@@ -41,17 +44,16 @@ class CheckpointError(UserError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str, max_to_keep: int, keep_best: int = 0, best_metric: str = "",
-                 best_mode: str = "max", async_save: bool = True):
+    def __init__(self, directory: str, max_to_keep: int, keep_best: int = 0, async_save: bool = True):
         self.directory = os.path.abspath(directory)
         self._async = async_save
         self._lock = threading.Lock()
         self._unverified: list[int] = []  # saved steps whose checksums are not written yet
         keep = [policies.LatestN(max_to_keep)]
-        if keep_best and best_metric:
-            # reverse=False keeps the largest values; flip for metrics where lower is better.
-            keep.append(policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
-                                       n=keep_best, keep_checkpoints_without_metrics=False))
+        if keep_best:
+            # Saves that pass metrics carry BEST_RANK (the early-stopping tracker's ranking); keep the highest.
+            keep.append(policies.BestN(get_metric_fn=lambda m: m[BEST_RANK], reverse=False, n=keep_best,
+                                       keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=async_save,
@@ -78,32 +80,43 @@ class Checkpointer:
             self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
         except OSError as e:
             raise _save_error(step, self.directory, e) from e
-        if not self._async:
-            self._write_checksums()
+        self._write_checksums()
 
     def wait(self) -> None:
         try:
             self._manager.wait_until_finished()
         except OSError as e:
             raise _save_error(self._unverified[-1] if self._unverified else -1, self.directory, e) from e
+        self._write_checksums()
 
     def close(self) -> None:
-        self.wait()
-        self._manager.close()
+        """Waits for pending saves (so they are durable) and releases the manager; idempotent."""
+        if self._manager is None:
+            return
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+            self._manager = None
 
     def _write_checksums(self) -> None:
-        # Runs after each async save is finalised (on a background thread) and after synchronous saves.
+        """Checksums every saved step whose final directory exists (Orbax renames a step's temporary
+        directory only once it is complete). Called after each save call returns (by then the previous
+        async save has finished), from Orbax's post-finalisation callback, and on wait/close."""
         if jax.process_index() != 0:
             return
         with self._lock:
-            steps, self._unverified = self._unverified, []
-        for step in steps:
+            ready = [s for s in self._unverified if os.path.isdir(os.path.join(self.directory, str(s)))]
+            self._unverified = [s for s in self._unverified if s not in ready]
+        for step in ready:
             step_dir = os.path.join(self.directory, str(step))
-            if os.path.isdir(step_dir):
-                tmp = os.path.join(step_dir, CHECKSUMS_FILE + ".tmp")
+            tmp = os.path.join(step_dir, CHECKSUMS_FILE + ".tmp")
+            try:
                 with open(tmp, "w") as f:
                     json.dump(directory_checksums(step_dir), f, indent=0, sort_keys=True)
                 os.replace(tmp, os.path.join(step_dir, CHECKSUMS_FILE))  # atomic: complete or absent
+            except FileNotFoundError:
+                pass  # the step was deleted by retention meanwhile
 
     # ------------------------------------------------------------------ finding and restoring
 
@@ -211,6 +224,17 @@ def array_metadata(state_dir: str) -> dict[str, tuple[tuple[int, ...], str]]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         flat[path_str(path)] = (tuple(leaf.shape), str(leaf.dtype))
     return flat
+
+
+def load_arrays(state_dir: str) -> dict[str, np.ndarray]:
+    """'/'-joined path -> NumPy value of every array in a saved pytree (PRNG keys as their raw key data)."""
+    restored = ocp.StandardCheckpointer().restore(state_dir)
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]:
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out[path_str(path)] = np.asarray(leaf)
+    return out
 
 
 def plan_restore(state_dir: str, target: Any) -> RestorePlan:

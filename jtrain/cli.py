@@ -9,9 +9,10 @@ import argparse
 import json
 import sys
 
-from jtrain.errors import UserError
+from jtrain.errors import TrainingError, UserError
 
-USAGE_EXIT = 2
+USAGE_EXIT = 2  # a user mistake: bad flag, config key, file or data
+TRAINING_FAILED_EXIT = 1  # training stopped on its own terms, e.g. a non-finite loss
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default="test", help="train, val, test, or a TFDS split such as 'train[:10%%]'")
     ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    for command in (train, ev):  # one run over several processes (see jtrain/distributed.py)
+        command.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
+        command.add_argument("--num_processes", type=int, default=None, help="processes in the run")
+        command.add_argument("--process_id", type=int, default=None, help="this process's index, 0-based")
+
+    insp = sub.add_parser("inspect", help="show a checkpoint: step, metrics, config, parameter tree")
+    insp.add_argument("path", nargs="?", default=None, help="workdir, its checkpoints/ dir, or a step dir")
+    insp.add_argument("--diff", default=None, metavar="OTHER", help="compare with another checkpoint")
+    # Scale-out: `jtrain inspect --config FILE [--devices N]` prints the sharding plan of an experiment instead.
+    insp.add_argument("--config", default=None, help="experiments/NAME.py: show its sharding plan, not a checkpoint")
+    insp.add_argument("--devices", type=int, default=0, help="with --config: plan for N fake CPU devices")
+
+    plan = sub.add_parser("plan", help="compile the train step for N devices or a TPU topology: memory, FLOPs, "
+                                       "collectives")
+    plan.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
+    plan.add_argument("--devices", type=int, default=0, help="N fake CPU devices (default: this machine's devices)")
+    plan.add_argument("--topology", default="", help="a TPU slice such as v5e:16x16 or v4:2x2x2 (needs libtpu)")
+    plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
     prep = sub.add_parser("prepare", help="build a dataset's array_record files once")
     prep.add_argument("name", help="dataset name, e.g. digits or fashion_mnist")
@@ -59,11 +78,20 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     argv, overrides = _split_config_overrides(argv)
     args = _parser().parse_args(argv)
-    if overrides and args.command != "train":
-        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train` only")
+    if overrides and args.command not in ("train", "plan") and not (args.command == "inspect" and args.config):
+        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `plan` and "
+                        f"`inspect --config` only")
 
     # Imported here so `jtrain --help` and flag errors answer without loading JAX.
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax / TFDS info and warnings are not for users
     import jtrain
+
+    if args.command in ("train", "eval"):
+        from jtrain import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
     if args.command == "train":
         config = jtrain.load_experiment(args.config)
@@ -76,6 +104,24 @@ def run(argv: list[str]) -> int:
 
         print(format_table({"step": report["step"], "test" if args.split not in ("train", "val") else args.split: report}))
         print(json.dumps({"split": args.split, "step": report["step"], **scalars(report)}))
+    elif args.command == "inspect" and args.path:
+        from jtrain import inspect_checkpoint
+
+        print(inspect_checkpoint.diff(args.path, args.diff) if args.diff else inspect_checkpoint.describe(args.path))
+    elif args.command in ("inspect", "plan") and args.config:
+        from jtrain import plan as plan_lib
+
+        if args.devices < 0:
+            raise UserError(f"--devices {args.devices}: must be >= 1")
+        config = jtrain.load_experiment(args.config)
+        jtrain.apply_overrides(config, overrides)
+        if args.command == "inspect":
+            print(plan_lib.plan(config, args.devices, compile=False)["sharding"])
+        else:
+            result = plan_lib.plan(config, args.devices, args.topology)
+            print(json.dumps(result) if args.json else plan_lib.format_plan(result))
+    elif args.command == "inspect":
+        raise UserError("inspect: give a checkpoint PATH, or --config FILE for a sharding plan")
     elif args.command == "prepare":
         from jtrain.data import prepare
 
@@ -89,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"jtrain: error: {e}", file=sys.stderr)
         sys.exit(USAGE_EXIT)
+    except TrainingError as e:
+        print(f"jtrain: error: {e}", file=sys.stderr)
+        sys.exit(TRAINING_FAILED_EXIT)
+    except Exception as e:
+        from jtrain.preemption import PREEMPTED_EXIT_CODE, Preempted
+
+        if isinstance(e, Preempted):
+            print(f"jtrain: {e}", file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT_CODE)
+        raise
     except KeyboardInterrupt:
         print("jtrain: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -8,6 +8,7 @@ workdir's config rebuilds exactly the run that wrote it.
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import math
 from typing import Any, Callable
 
@@ -18,8 +19,9 @@ import optax
 from jax.sharding import Mesh
 
 from jtrain import data as data_lib
-from jtrain import losses, models, optim
+from jtrain import losses, microbatch, models, optim
 from jtrain import mesh as mesh_lib
+from jtrain import sharding
 from jtrain.config import validate
 from jtrain.errors import ConfigError
 from jtrain.state import TrainState, init_state
@@ -32,7 +34,7 @@ class Run:
     mesh: Mesh
     data: data_lib.Data
     model: Any
-    task: str  # classification or regression: picks the metrics
+    task: str  # classification, binary, regression or sequence (jtrain/losses.py): picks the metrics
     total_steps: int
     schedule: optax.Schedule
     state_shardings: Any  # pytree of NamedSharding, same structure as TrainState
@@ -55,17 +57,22 @@ def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     raise ConfigError("config key 'train.steps': set train.steps or train.epochs (both are 0)")
 
 
-def build(config: ml_collections.ConfigDict) -> Run:
+def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, devices=None) -> Run:
+    """`data` and `devices` default to the configured dataset and all devices; `jtrain plan` passes a shape-only
+    dataset and the devices of a topology this machine does not have (jtrain/plan.py)."""
     validate(config)
-    mesh = mesh_lib.make_mesh(config.mesh)
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
     mesh_lib.check_batch(config.data.batch_size, mesh, "data.batch_size")
     mesh_lib.check_batch(config.data.eval_batch_size or config.data.batch_size, mesh, "data.eval_batch_size")
-    data = data_lib.load(config.data)
+    data = data_lib.load(config.data) if data is None else data
     loss_fn, task = losses.build(config.loss)
-    num_outputs = data.spec.num_classes if task == "classification" else 1
-    model = models.build(config.model, num_outputs)
+    losses.check_data(task, config.loss.name, data.spec.target_dtype, data.spec.num_classes, data.spec.name)
+    model = models.build(config.model, losses.output_width(task, data.spec.num_classes))
     steps = total_steps(config, data.num_train)
-    tx, schedule = optim.build(config.optim, config.schedule, steps)
+    # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.
+    tx, schedule = optim.build(config.optim, config.schedule, steps,
+                               steps_per_epoch=fractions.Fraction(data.num_train, config.data.batch_size))
+    microbatch.check(config.data.batch_size, config.optim.accumulate_steps, mesh_lib.data_parallel_size(mesh))
 
     # Shapes first: trace init abstractly, derive shardings, then create the state directly sharded.
     sample = jnp.zeros((1, *data.spec.input_shape), jnp.float32)  # (1, H, W, C)
@@ -75,9 +82,10 @@ def build(config: ml_collections.ConfigDict) -> Run:
         return init_state(model, tx, rng, sample)
 
     abstract_state = jax.eval_shape(init)
-    shardings = mesh_lib.state_shardings(abstract_state, mesh)
+    shardings = mesh_lib.state_shardings(abstract_state, mesh, config.mesh, sharding.logical_axes(model, sample))
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = mesh_lib.replicated(mesh)
+    rules = sharding.parse_rules(config.mesh.rules)  # the steps pin activations by the same rules (sharding.constrain)
     return Run(
         config=config,
         mesh=mesh,
@@ -90,11 +98,13 @@ def build(config: ml_collections.ConfigDict) -> Run:
         abstract_state=abstract_state,
         init=jax.jit(init, out_shardings=shardings),
         train_step=jax.jit(
-            make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite),
+            sharding.pinned(make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite,
+                            penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps),
+                            mesh, rules),
             in_shardings=(shardings, batch_sharding),
             out_shardings=(shardings, replicated),
             donate_argnums=0,
         ),
-        eval_step=jax.jit(make_eval_step(model, loss_fn, task), in_shardings=(shardings, batch_sharding),
-                          out_shardings=replicated),
+        eval_step=jax.jit(sharding.pinned(make_eval_step(model, loss_fn, task, config.eval.top_k), mesh, rules),
+                          in_shardings=(shardings, batch_sharding), out_shardings=replicated),
     )

@@ -25,7 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, dropout and data shuffling; same seed -> same run
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # registered dataset: digits, fashion_mnist (see jtrain/data/registry.py)
+    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer (jtrain/data/registry.py)
     c.data.dir = ""  # TFDS data directory; "" = $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets
     c.data.batch_size = 64  # global training batch size (split over the data-parallel devices)
     c.data.eval_batch_size = 0  # global eval batch size; 0 = same as batch_size
@@ -34,23 +34,38 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.splits.val = ""  # split evaluated during training; "" = the dataset's default ("none" = no val)
     c.data.splits.test = ""  # split evaluated at the end; "" = the dataset's default ("none" = no test)
     c.data.shuffle = True  # reshuffle the training split every epoch (deterministic from seed)
-    c.data.normalize = True  # standardise inputs with the dataset's mean and std
+    c.data.normalize = True  # standardise inputs: images with the dataset's mean/std, tabular features per feature
+    c.data.normalize_targets = True  # standardise regression targets with train-split mean/std; metrics in target units
     c.data.augment = ""  # comma-separated augmentations on training images: shift, flip, noise
     c.data.prefetch = 2  # batches prepared ahead by a background thread; 0 = none
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "cnn"  # registered model (mlp, cnn) or "package.module:factory" for your own
+    c.model.name = "cnn"  # registered model (mlp, cnn, decoder) or "package.module:factory" for your own
     c.model.num_outputs = 0  # output width; 0 = number of classes (or targets) of the dataset
     c.model.hidden_sizes = (256, 256)  # MLP hidden layer widths
     c.model.conv_features = (32, 64)  # CNN channels per conv block (3x3 conv, [BN], ReLU, 2x2 max-pool)
     c.model.dense_features = 128  # CNN width of the dense layer before the head
-    c.model.dropout = 0.0  # dropout rate before each dense layer (training only)
+    c.model.dropout = 0.0  # dropout rate before each dense layer (decoder: on embeddings and residual branches); training only
     c.model.batch_norm = False  # batch normalisation after each conv / hidden layer
     c.model.dtype = "float32"  # computation dtype (float32 or bfloat16); parameters stay float32
+    # decoder (model.name = "decoder", jtrain/models/decoder.py): GPT-style, tokens (B, T) -> logits (B, T, vocab)
+    c.model.vocab_size = 0  # decoder vocabulary size; 0 = the dataset's number of classes
+    c.model.num_layers = 2  # decoder: transformer blocks
+    c.model.num_heads = 4  # decoder: attention heads (embed_dim must be divisible by it)
+    c.model.embed_dim = 128  # decoder: width of the residual stream
+    c.model.mlp_dim = 512  # decoder: hidden width of each block's MLP
+    c.model.max_len = 128  # decoder: longest sequence (rows of the learned position table)
+    c.model.position = "learned"  # decoder position encoding: learned (added table) or rotary (on queries/keys)
+    c.model.scan_layers = False  # decoder: nn.scan over the blocks (one compiled block; params stacked on 'layers')
+    c.model.remat = False  # decoder: recompute each block's activations in the backward pass (less memory)
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.name = "softmax_cross_entropy"  # softmax_cross_entropy or mse
-    c.loss.label_smoothing = 0.0  # label smoothing for softmax_cross_entropy
+    c.loss.name = "softmax_cross_entropy"  # a loss in jtrain/losses.py LOSSES, or "package.module:function"
+    c.loss.label_smoothing = 0.0  # label smoothing for softmax_cross_entropy and sigmoid_binary_cross_entropy
+    c.loss.task = ""  # task of a "package.module:function" loss: classification, binary or regression ("" = its .task)
+    c.loss.huber_delta = 1.0  # huber: quadratic for errors below delta, linear above
+    c.loss.l1 = 0.0  # adds l1 * sum(|w|) over kernels (parameters with ndim > 1) to the training loss
+    c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 0  # total optimizer steps; 0 = derive from train.epochs
@@ -63,24 +78,38 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate the val split every k steps; 0 = only at the end
+    c.eval.top_k = 0  # classification: also report top-k accuracy for this k; 0 = off
     c.eval.best_metric = ""  # val metric that ranks checkpoints and drives early stopping, e.g. accuracy; "" = none
     c.eval.best_mode = "auto"  # max, min, or auto (min for loss/mse/mae, max otherwise)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adamw"  # sgd or adamw
+    c.optim.name = "adamw"  # sgd, adam, adamw, rmsprop, adagrad, lion, adafactor or lamb (optax's definitions)
     c.optim.learning_rate = 1e-3  # peak learning rate (the schedule scales it)
-    c.optim.momentum = 0.0  # SGD momentum; 0 = plain SGD
+    c.optim.momentum = 0.0  # momentum for sgd, rmsprop, adafactor; 0 = none
     c.optim.nesterov = False  # Nesterov momentum for SGD
-    c.optim.b1 = 0.9  # Adam first-moment decay
-    c.optim.b2 = 0.999  # Adam second-moment decay
-    c.optim.eps = 1e-8  # Adam epsilon
-    c.optim.weight_decay = 0.0  # decoupled weight decay (AdamW); biases and norm scales are excluded
+    c.optim.b1 = 0.9  # first-moment decay of adam, adamw, lamb, lion
+    c.optim.b2 = 0.999  # second-moment decay of adam, adamw, lamb (lion's is usually 0.99)
+    c.optim.eps = 1e-8  # epsilon of adam, adamw, lamb, rmsprop, adagrad
+    c.optim.rmsprop_decay = 0.9  # rmsprop: decay of the squared-gradient average
+    c.optim.weight_decay = 0.0  # decoupled for adamw/lion/lamb/adafactor, L2-coupled otherwise; 1-D params excluded
     c.optim.grad_clip_norm = 0.0  # clip gradients to this global norm; 0 = no clipping
+    c.optim.grad_clip_value = 0.0  # clip each gradient element to [-v, v] (before the norm clipping); 0 = off
+    c.optim.accumulate_steps = 1  # split each batch into k micro-batches and average their gradients (less memory)
+    c.optim.policy = ()  # per-parameter rules "REGEX=frozen|lr:MULT|wd:MULT[,...]" (see jtrain/policy.py)
 
     c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "constant"  # constant, cosine (with linear warmup), or warmup_linear
+    c.schedule.name = "constant"  # constant, step, multistep, exponential, cosine, warmup_linear, one_cycle, piecewise
+    c.schedule.unit = "steps"  # unit of step_size, milestones, boundaries and exponential decay: steps or epochs
     c.schedule.warmup_steps = 0  # linear warmup from 0 to the peak learning rate
     c.schedule.end_factor = 0.0  # final learning rate as a fraction of the peak (cosine, warmup_linear)
+    c.schedule.step_size = 30  # step: multiply the learning rate by gamma every step_size units (PyTorch StepLR)
+    c.schedule.gamma = 0.1  # decay factor of step, multistep, exponential (exponential: per unit)
+    c.schedule.milestones = ()  # multistep: units at which the learning rate is multiplied by gamma
+    c.schedule.boundaries = ()  # piecewise: units at which the learning rate changes
+    c.schedule.factors = ()  # piecewise: learning rate / optim.learning_rate before, between and after boundaries
+    c.schedule.pct_start = 0.3  # one_cycle: fraction of the steps spent rising to the peak
+    c.schedule.div_factor = 25.0  # one_cycle: the first learning rate is peak / div_factor
+    c.schedule.final_div_factor = 1e4  # one_cycle: the last learning rate is the first / final_div_factor
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 500  # save a checkpoint every k steps (and always at the end); 0 = end only
@@ -92,6 +121,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # data-parallel mesh axis size; -1 = fill with the remaining devices
     c.mesh.fsdp = 1  # fully-sharded data-parallel axis size; -1 = fill
     c.mesh.tensor = 1  # tensor-parallel axis size; -1 = fill
+    # Logical axis rules (jtrain/sharding.py): the batch is always split over (data, fsdp); each parameter
+    # dimension named by the model goes to the mesh axes of its rule, then "*" puts the largest remaining one on fsdp.
+    c.mesh.rules = (
+        "vocab=tensor", "heads=tensor", "mlp=tensor", "embed=", "kv=", "classes=", "conv_in=", "conv_out=",
+        "conv_height=-", "conv_width=-", "layers=-", "*=fsdp",
+    )  # "name=axis[,axis]"; "name=" leaves the dimension to "*"; "name=-" never splits it; "*": largest divisible
+    c.mesh.replication_threshold_bytes = 1048576  # error if a parameter this big (1 MiB) stays replicated on fsdp/tensor > 1
+    c.mesh.report = False  # print the sharding table at train start even when nothing is sharded
 
     c.lock()
     return c
@@ -232,8 +269,13 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(not c.train.early_stopping_patience or (c.eval.best_metric and c.eval.every_steps),
          "train.early_stopping_patience", "needs eval.best_metric and eval.every_steps > 0")
     need(c.optim.learning_rate >= 0, "optim.learning_rate", "must be >= 0")
+    need(c.optim.accumulate_steps >= 1, "optim.accumulate_steps", f"must be >= 1, got {c.optim.accumulate_steps}")
+    need(c.eval.top_k >= 0, "eval.top_k", "must be >= 0")
+    need(c.loss.l1 >= 0 and c.loss.l2 >= 0, "loss.l1" if c.loss.l1 < 0 else "loss.l2", "must be >= 0")
+    need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
     need(0.0 <= c.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {c.model.dropout}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
+    need(c.mesh.replication_threshold_bytes >= 0, "mesh.replication_threshold_bytes", "must be >= 0")
     for axis in ("data", "fsdp", "tensor"):
         size = c.mesh[axis]
         need(size == -1 or size >= 1, f"mesh.{axis}", f"must be -1 (fill) or >= 1, got {size}")

@@ -19,8 +19,9 @@ def evaluate_split(run: components.Run, state, role: str) -> dict:
     batches = data_lib.eval_batches(run.data, role, run.config.data, jax.process_index(), jax.process_count())
     for local_batch in batches:
         sums = run.eval_step(state, run.put_batch(local_batch))
-        totals = sums if totals is None else jax.tree.map(jax.numpy.add, totals, sums)
-    return metrics_lib.report(totals, run.data.spec.class_names)
+        # On the host in float64: exact ROC (gathered scores) and R^2 (merged target deviations).
+        totals = metrics_lib.accumulate(totals, sums)
+    return metrics_lib.report(totals, run.data.spec.class_names, target_scale=run.data.target_std)
 
 
 def evaluate(workdir: str, split: str = "test", step: int | None = None) -> dict:

@@ -1,4 +1,8 @@
-"""The device mesh from the `mesh` config section, and the shardings of batches and state on it."""
+"""The device mesh from the `mesh` config section, and the shardings of batches and state on it.
+
+The batch is split over (data, fsdp); every state leaf gets its spec from the logical axis rules
+(`mesh.rules`, applied in jtrain/sharding.py).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import jax
 import ml_collections
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jtrain import sharding
 from jtrain.errors import ConfigError
 
-AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both data-parallel axes
+AXES = sharding.MESH_AXES  # ("data", "fsdp", "tensor")
+BATCH_AXES = sharding.BATCH_AXES  # the batch dimension is split over both data-parallel axes
 
 
 def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
@@ -49,9 +54,19 @@ def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
-def state_shardings(abstract_state, mesh: Mesh):
-    """Shardings of every state leaf: replicated across the mesh (pure data parallelism)."""
-    return jax.tree.map(lambda _: replicated(mesh), abstract_state)
+def state_shardings(abstract_state, mesh: Mesh, config: ml_collections.ConfigDict | None = None,
+                    logical: dict | None = None):
+    """Shardings of every state leaf from the rules in `config` (the mesh section) and the model's logical axis
+    names (`sharding.logical_axes`); without a config, everything is replicated (pure data parallelism).
+
+    Raises ConfigError for a logical name with no rule, or a parameter of at least
+    `mesh.replication_threshold_bytes` left whole on every device while fsdp or tensor > 1."""
+    if config is None:
+        return jax.tree.map(lambda _: replicated(mesh), abstract_state)
+    sizes = {axis: mesh.shape.get(axis, 1) for axis in AXES}
+    placements = sharding.plan_state(abstract_state, sizes, sharding.parse_rules(config.rules), logical or {})
+    sharding.check_replication(placements, sizes, config.replication_threshold_bytes)
+    return sharding.named_shardings(abstract_state, placements, mesh)
 
 
 def check_batch(global_batch: int, mesh: Mesh, key: str) -> None:

@@ -24,7 +24,9 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
     """Initial state from one (shape-only is enough) batch of inputs; pure, so it can be jitted and sharded."""
     init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     variables = model.init({"params": init_rng, "dropout": dropout_rng}, sample_inputs, train=False)
-    variables = dict(variables)
+    # Logical axis annotations (nn.with_logical_partitioning) box the values; the state holds plain arrays and
+    # the shardings come from jtrain/sharding.py.
+    variables = dict(nn.meta.unbox(variables))
     params = variables.pop("params")
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from jtrain import metrics as metrics_lib
+from jtrain import microbatch
 from jtrain.losses import LossFn
 from jtrain.state import TrainState
 
@@ -21,27 +22,34 @@ Batch = dict[str, jax.Array]
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, task: str,
-                    schedule: optax.Schedule, on_nonfinite: str = "halt") -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    schedule: optax.Schedule, on_nonfinite: str = "halt", *, penalty: Callable | None = None,
+                    accumulate_steps: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """`on_nonfinite="skip"` drops an update whose loss or gradients are not finite (the step still counts,
-    so data order and dropout keys stay aligned); "halt" applies it and the loop stops at the next check."""
+    so data order and dropout keys stay aligned); "halt" applies it and the loop stops at the next check.
+    `penalty(params)` (L1/L2, jtrain/losses.py) is added to the objective; the logged `loss` stays the data loss.
+    `accumulate_steps` > 1 averages gradients over that many micro-batches (jtrain/microbatch.py)."""
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         # A fresh dropout key per step, a function of (seed, step): resuming at step s redraws the same key.
         dropout_rng = jax.random.fold_in(state.rng, state.step)
         mutable = list(state.model_state)
 
-        def loss_of(params):
-            variables = {"params": params, **state.model_state}
+        def loss_of(params, batch, model_state, dropout_rng):
+            variables = {"params": params, **model_state}
             outputs, new_model_state = model.apply(
                 variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable
             )  # outputs (B, num_outputs)
             loss = loss_fn(outputs, batch["targets"]).mean()
-            return loss, (outputs, new_model_state)
+            objective = loss + penalty(params) if penalty is not None else loss
+            return objective, (loss, outputs, dict(new_model_state))
 
-        (loss, (outputs, new_model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        (objective, (loss, outputs, new_model_state)), grads = microbatch.value_and_grad(
+            loss_of, state.params, batch, state.model_state, dropout_rng, accumulate_steps)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = metrics_lib.train_metrics(outputs, batch["targets"], loss, task)
+        if penalty is not None:
+            metrics["penalty"] = objective - loss
         metrics["grad_norm"] = optax.global_norm(grads)
         metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
         finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
@@ -58,8 +66,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
     return train_step
 
 
-def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str) -> Callable[[TrainState, Batch], dict]:
-    sums_fn = metrics_lib.classification_sums if task == "classification" else metrics_lib.regression_sums
+def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str, top_k: int = 0) -> Callable[[TrainState, Batch], dict]:
+    sums_fn = metrics_lib.sums_fn(task, top_k)  # the task picks the metrics
 
     def eval_step(state: TrainState, batch: Batch) -> dict:
         variables = {"params": state.params, **state.model_state}

@@ -11,6 +11,7 @@ Metrics stay on device between log steps, so the host never waits for a step it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,8 +26,10 @@ from jtrain import checkpoint as checkpoint_lib
 from jtrain import components
 from jtrain import config as config_lib
 from jtrain import data as data_lib
+from jtrain import distributed
 from jtrain import metrics as metrics_lib
 from jtrain import plots, summary as summary_lib
+from jtrain import sharding as sharding_lib
 from jtrain.early_stopping import BestTracker
 from jtrain.errors import TrainingError, UserError
 from jtrain.evaluate import evaluate_split
@@ -40,6 +43,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the summary dict."""
     # ------------------------------------------------------------------ build
     run = components.build(config)
+    distributed.check_same_run(config_lib.to_json(config), jtrain.__version__)
     is_main = jax.process_index() == 0
     workdir = _writable_workdir(workdir)
     if is_main:
@@ -47,9 +51,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f.write(config_lib.to_json(config))
     best = BestTracker(config.eval.best_metric, config.eval.best_mode, config.train.early_stopping_patience,
                        config.train.early_stopping_min_delta) if config.eval.best_metric else None
-    ckpt = checkpoint_lib.Checkpointer(
-        os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep, config.checkpoint.keep_best,
-        config.eval.best_metric, best.mode if best else "max", config.checkpoint.async_save)
+    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
+                                       config.checkpoint.keep_best if best else 0, config.checkpoint.async_save)
     train_iter = iter(data_lib.train_dataset(run.data, config.data, config.seed, jax.process_index(),
                                              jax.process_count()))
     target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
@@ -79,6 +82,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"({run.data.num_train:,} training examples), mesh {dict(run.mesh.shape)}, "
             f"{'resuming at step ' + str(start) + ' of ' if start else ''}{total} steps -> {workdir}"
         )
+        if config.mesh.report or sharding_lib.is_sharded(run.state_shardings):  # the table, only when it says something
+            progress.write(sharding_lib.report(run.abstract_state, run.state_shardings, max_rows=40))
 
     # ------------------------------------------------------------------ loop
     pending: list[dict] = []  # per-step metrics since the last fetch, still on device
@@ -103,7 +108,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         skipped += len(bad)
         return fetched
 
-    with PreemptionWatcher() as preemption:
+    with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
         for step in range(start, total):
             batch = run.put_batch(next(train_iter))
             state, step_metrics = run.train_step(state, batch)
@@ -129,10 +134,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 fetch_pending(done)  # never rank or save a checkpoint of a state that went non-finite
                 val = metrics_lib.scalars(evaluate_split(run, state, "val"))
                 writer.write(done, "val", val)
-                progress.write(_log_line(done, total, "val", val))
+                if is_main:
+                    progress.write(_log_line(done, total, "val", val))
                 if best:
-                    best.update(done, val)
-                    ckpt.save(done, state, train_iter, meta_at(done), metrics=val)
+                    rank = best.rank(best.update(done, val))
+                    ckpt.save(done, state, train_iter, meta_at(done), metrics={**val, checkpoint_lib.BEST_RANK: rank})
                     if best.should_stop:
                         progress.write(f"early stopping at step {done}: val {best.metric} has not improved for "
                                        f"{best.bad_evals} evals (best {best.best_value:.4g} at step {best.best_step})")
@@ -149,9 +155,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 fetch_pending(done)
                 if ckpt.latest_step() != done:
                     ckpt.save(done, state, train_iter, meta_at(done))
-                ckpt.close()
-                writer.close()
-                progress.close()
+                ckpt.close()  # durable before we say so
                 raise Preempted(done, preemption.signal_name, ckpt.directory)
         progress.close()
         end = int(jax.device_get(state.step))
@@ -161,9 +165,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         reports = {role: evaluate_split(run, state, role) for role in ("val", "test") if role in run.data.sources}
         if ckpt.latest_step() != end:
             val_scalars = metrics_lib.scalars(reports["val"]) if "val" in reports else None
+            ranked = None
             if best and val_scalars:
-                best.update(end, val_scalars)
-            ckpt.save(end, state, train_iter, meta_at(end), metrics=val_scalars if best else None)
+                ranked = {**val_scalars, checkpoint_lib.BEST_RANK: best.rank(best.update(end, val_scalars))}
+            ckpt.save(end, state, train_iter, meta_at(end), metrics=ranked)
         if best and config.train.early_stopping_patience and best.best_step not in (-1, end):
             # Early stopping reports the best checkpoint, as Keras' restore_best_weights does.
             ckpt.wait()
@@ -183,6 +188,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _write_outputs(workdir, summary, run)
         print(summary_lib.format_table(summary))
     return summary
+
+
+@contextlib.contextmanager
+def _closing(ckpt, writer, progress):
+    """Whatever ends the loop (finish, error, preemption), pending checkpoint saves complete and files close."""
+    try:
+        yield
+    finally:
+        progress.close()
+        writer.close()
+        ckpt.close()
 
 
 def _writable_workdir(workdir: str) -> str:
@@ -221,3 +237,7 @@ def _write_outputs(workdir: str, summary: dict, run: components.Run) -> None:
             plots.plot_confusion_matrix(np.asarray(summary[role]["confusion_matrix"]), list(run.data.spec.class_names),
                                         os.path.join(plot_dir, f"confusion_matrix_{role}.png"),
                                         title=f"{run.data.spec.name} {role} confusion matrix")
+        if "roc_curve" in summary.get(role, {}):  # binary classifiers
+            curve = summary[role]["roc_curve"]
+            plots.plot_roc_curve(curve["fpr"], curve["tpr"], summary[role]["roc_auc"],
+                                 os.path.join(plot_dir, f"roc_curve_{role}.png"))

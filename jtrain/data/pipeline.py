@@ -1,8 +1,12 @@
 """grain pipelines over TFDS data sources: a shuffled, repeating training iterator whose position is
 checkpointable, and exact evaluation batches (the last one padded, with a mask) that count every example once.
 
-Batches are dicts of NumPy arrays: `inputs` (B, H, W, C) float32, `targets` (B,) int32, and for eval `mask` (B,)
-bool. B is the per-process batch: the global batch divided by the number of processes.
+Batches are dicts of NumPy arrays: `inputs` (B, H, W, C) float32 (or (B, D) tabular features), `targets` (B,)
+int32 labels (or float32 regression targets), and for eval `mask` (B,) bool. B is the per-process batch: the
+global batch divided by the number of processes.
+
+Standardisation (`Stats`): images use the dataset's constants; tabular features, and regression targets when
+`data.normalize_targets`, use the training split's per-feature mean and std, computed when the data is loaded.
 """
 
 from __future__ import annotations
@@ -19,15 +23,35 @@ from jtrain.data import registry, transforms
 from jtrain.errors import ConfigError
 
 
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Standardisation constants. `mean` / `std` are named as in DatasetSpec, so transforms.normalize takes either."""
+
+    mean: float | np.ndarray  # inputs: a scalar (images) or (D,) per feature
+    std: float | np.ndarray
+    target_mean: np.ndarray | None = None  # () regression target; None = targets left as they are
+    target_std: np.ndarray | None = None
+
+
 @dataclasses.dataclass
 class Data:
     spec: registry.DatasetSpec
     sources: dict[str, object]  # role (train / val / test) -> random-access TFDS data source
     splits: dict[str, str]  # role -> TFDS split spec actually used
+    stats: Stats | None = None  # None = the spec's constants, targets untouched
+
+    def __post_init__(self):
+        if self.stats is None:
+            self.stats = Stats(self.spec.mean, self.spec.std)
 
     @property
     def num_train(self) -> int:
         return len(self.sources["train"])
+
+    @property
+    def target_std(self) -> np.ndarray | None:
+        """The regression targets' scale in the pipeline (None = unscaled): reports multiply errors back by it."""
+        return self.stats.target_std
 
     def num_examples(self, role: str) -> int:
         return len(self.sources[role])
@@ -44,7 +68,28 @@ def load(config: ml_collections.ConfigDict) -> Data:
     if "train" not in splits:
         raise ConfigError("config key 'data.splits.train': a training split is required")
     sources = {role: registry.data_source(spec.name, split, config.dir) for role, split in splits.items()}
-    return Data(spec=spec, sources=sources, splits=splits)
+    return Data(spec=spec, sources=sources, splits=splits, stats=training_stats(spec, sources["train"], config))
+
+
+def training_stats(spec: registry.DatasetSpec, train_source, config: ml_collections.ConfigDict) -> Stats:
+    """The spec's constants where it has them; otherwise per-feature statistics of the training split."""
+    regression = spec.target_dtype == "float32" and config.normalize_targets
+    if spec.mean is not None and not regression:
+        return Stats(spec.mean, spec.std)
+    everything = read_batch(train_source, np.arange(len(train_source)), spec)  # tabular data: small
+    mean, std = spec.mean, spec.std
+    if mean is None:
+        mean, std = _mean_std(everything["inputs"])  # (D,) each
+    if not regression:
+        return Stats(mean, std)
+    return Stats(mean, std, *_mean_std(everything["targets"]))
+
+
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = x.astype(np.float64)
+    std = x.std(0)
+    # A constant column would divide by zero; leaving it unscaled is what standardisation means there.
+    return x.mean(0).astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
 def local_batch_size(global_batch: int, process_count: int, key: str) -> int:
@@ -76,10 +121,12 @@ def train_dataset(
     ds = ds.batch(batch, drop_remainder=True)
     ds = ds.map(lambda indices: read_batch(source, indices, spec))
     augment = transforms.parse_augmentations(config.augment)
+    if augment and not spec.is_image:
+        raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; {spec.name} is not images")
     if augment:
         ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
-    if config.normalize:
-        ds = ds.map(lambda b: transforms.normalize(b, spec))
+    if config.normalize or data.stats.target_mean is not None:
+        ds = ds.map(lambda b: standardize(b, data.stats, config.normalize))
     # No read-ahead here (grain's default is 16 threads filling a 500-batch buffer, slow to start and to
     # restore); data.prefetch alone decides how many batches a background thread prepares.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
@@ -108,34 +155,45 @@ def eval_batches(
     num_batches = math.ceil(math.ceil(len(source) / process_count) / batch)
     for i in range(num_batches):
         indices = shard[i * batch : (i + 1) * batch]
-        yield pad_batch(read_batch(source, indices, spec) if len(indices) else None, batch, spec, config.normalize)
+        yield pad_batch(read_batch(source, indices, spec) if len(indices) else None, batch, spec, config.normalize,
+                        data.stats)
 
 
 def read_batch(source, indices: np.ndarray, spec: registry.DatasetSpec) -> dict[str, np.ndarray]:
-    """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1], 'targets': (n,) int32}."""
+    """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1] (or (n, D)), 'targets': (n,)}."""
     records = source.__getitems__([int(i) for i in indices])
     raw = np.stack([r[spec.input_key] for r in records])  # (n, H, W, C) as stored
     return {
         "inputs": raw.astype(np.float32) * np.float32(spec.scale),
-        "targets": np.asarray([r[spec.target_key] for r in records], np.int32),
+        "targets": np.asarray([r[spec.target_key] for r in records], spec.target_dtype),
     }
 
 
+def standardize(batch: dict[str, np.ndarray], stats: Stats, normalize: bool) -> dict[str, np.ndarray]:
+    """Inputs (when `normalize`) and regression targets (when the stats carry theirs) standardised."""
+    if normalize:
+        batch = transforms.normalize(batch, stats)
+    if stats.target_mean is not None:
+        batch = {**batch, "targets": ((batch["targets"] - stats.target_mean) / stats.target_std).astype(np.float32)}
+    return batch
+
+
 def pad_batch(batch_: dict[str, np.ndarray] | None, batch: int, spec: registry.DatasetSpec,
-              normalize: bool) -> dict[str, np.ndarray]:
+              normalize: bool, stats: Stats | None = None) -> dict[str, np.ndarray]:
     """Pads n <= batch examples to `batch` rows of zeros; `mask` marks the real ones."""
+    stats = stats or Stats(spec.mean, spec.std)
     n = 0 if batch_ is None else len(batch_["targets"])
     inputs = np.zeros((batch, *spec.input_shape), np.float32)  # (B, H, W, C)
-    targets = np.zeros((batch,), np.int32)  # (B,)
+    targets = np.zeros((batch,), spec.target_dtype)  # (B,)
     mask = np.zeros((batch,), bool)  # (B,) True for real examples
     if n:
         inputs[:n] = batch_["inputs"]
         targets[:n] = batch_["targets"]
         mask[:n] = True
-    out = {"inputs": inputs, "targets": targets}
-    if normalize:
-        out = transforms.normalize(out, spec)
-        out["inputs"][n:] = 0.0  # padding stays zeros (normalising maps 0 to -mean/std)
+    out = standardize({"inputs": inputs, "targets": targets}, stats, normalize)
+    # Padding stays zeros (standardising maps 0 to -mean/std).
+    out["inputs"][n:] = 0.0
+    out["targets"][n:] = 0
     out["mask"] = mask
     return out
 

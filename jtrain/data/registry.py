@@ -17,14 +17,21 @@ class DatasetSpec:
     name: str
     builder: type[tfds.core.GeneratorBasedBuilder]
     splits: dict[str, str]  # default TFDS split spec per role: train / val / test
-    num_classes: int
-    input_shape: tuple[int, ...]  # one example, (H, W, C)
+    num_classes: int  # 0 for regression targets
+    input_shape: tuple[int, ...]  # one example: (H, W, C) for images, (D,) for tabular features
     input_key: str  # feature holding the model input
-    target_key: str  # feature holding the label
+    target_key: str  # feature holding the label (or regression target)
     scale: float  # raw value -> [0, 1]
-    mean: float  # after scaling, over the training images
-    std: float
+    # After scaling, over the training images; None = per feature, from the training split when the data is
+    # loaded (tabular features have different units, and the statistics must not see the val/test rows).
+    mean: float | None
+    std: float | None
     class_names: tuple[str, ...] = ()
+    target_dtype: str = "int32"  # int32 class labels, or float32 regression targets
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
 
 
 DATASETS = {
@@ -53,6 +60,33 @@ DATASETS = {
         mean=0.2860,
         std=0.3530,
         class_names=builders.FASHION_MNIST_CLASSES,
+    ),
+    # Tabular data from scikit-learn: per-feature standardisation from the training split.
+    "diabetes": DatasetSpec(
+        name="diabetes",
+        builder=builders.Diabetes,
+        splits={"train": "train[:70%]", "val": "train[70%:85%]", "test": "train[85%:]"},
+        num_classes=0,
+        input_shape=(10,),
+        input_key="features",
+        target_key="target",
+        scale=1.0,
+        mean=None,
+        std=None,
+        target_dtype="float32",
+    ),
+    "breast_cancer": DatasetSpec(
+        name="breast_cancer",
+        builder=builders.BreastCancer,
+        splits={"train": "train[:70%]", "val": "train[70%:85%]", "test": "train[85%:]"},
+        num_classes=2,
+        input_shape=(30,),
+        input_key="features",
+        target_key="label",
+        scale=1.0,
+        mean=None,
+        std=None,
+        class_names=builders.BREAST_CANCER_CLASSES,
     ),
 }
 

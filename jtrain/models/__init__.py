@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrain.errors import ConfigError
+from jtrain.models import decoder
 from jtrain.models.cnn import CNN
 from jtrain.models.mlp import MLP
 from jtrain.models.nnx_adapter import nnx_model
@@ -34,7 +35,7 @@ def _cnn(config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
                jnp.dtype(config.dtype))
 
 
-MODELS = {"mlp": _mlp, "cnn": _cnn}
+MODELS = {"mlp": _mlp, "cnn": _cnn, "decoder": decoder.build}
 
 
 def build(config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:

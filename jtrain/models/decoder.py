@@ -1,0 +1,175 @@
+"""A GPT-style decoder: tokens (B, T) int32 -> next-token logits (B, T, vocab) float32.
+
+Token embeddings plus learned positions (or rotary embeddings on queries and keys), `num_layers` pre-layer-norm
+blocks [LN -> causal multi-head attention -> residual; LN -> MLP (gelu) -> residual], a final LN and an untied
+output projection computed in float32. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
+`kv`, `mlp`, and `layers` for the scanned stack) that `mesh.rules` maps onto the device mesh (jtrain/sharding.py).
+
+`scan_layers` traces and compiles one block and runs it over parameters stacked on a leading `layers` axis, so
+compile time does not grow with depth; `remat` recomputes each block's activations in the backward pass instead
+of keeping them (less memory, about a third more compute).
+
+Training it by hand, e.g. on random tokens (the language-model task wiring lives in the data and loss modules):
+
+    model = Decoder(vocab_size=256, num_layers=2, num_heads=4, embed_dim=64, mlp_dim=256, max_len=32)
+    tokens = jax.random.randint(jax.random.key(1), (8, 33), 0, 256)          # (B, T + 1)
+    params = nn.unbox(model.init(jax.random.key(0), tokens[:, :-1], train=False))["params"]
+
+    def loss_fn(params, tokens, mask):                                          # mask (B, T): 1 = counts
+        logits = model.apply({"params": params}, tokens[:, :-1], train=False)  # (B, T, V)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])  # (B, T)
+        return (losses * mask).sum() / mask.sum()
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jtrain.errors import ConfigError
+from jtrain.sharding import constrain
+
+POSITIONS = ("learned", "rotary")
+
+
+def _init(stddev: float, names: tuple):
+    """A normal initializer whose parameter carries logical axis names."""
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
+
+
+def _zeros(names: tuple):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _layer_norm(dtype, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(dtype=dtype, name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+                        bias_init=_zeros(("embed",)))
+
+
+def rotary(x: jax.Array) -> jax.Array:
+    """Rotary position embedding of queries or keys (B, T, H, D): pairs (i, i + D/2) rotate by position * freq_i."""
+    _, t, _, d = x.shape
+    half = d // 2
+    freq = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))  # (D/2,)
+    angles = jnp.arange(t, dtype=jnp.float32)[:, None] * freq[None, :]  # (T, D/2)
+    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]  # (1, T, 1, D/2)
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)  # (B, T, H, D/2) each
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)  # (B, T, H, D)
+
+
+class Block(nn.Module):
+    """One pre-LN transformer block. Called as `(x, None) -> (x, None)` so that `nn.scan` can carry x."""
+
+    num_heads: int
+    mlp_dim: int
+    num_layers: int  # scales the residual projections' init (GPT-2: 0.02 / sqrt(2 * layers))
+    position: str = "learned"
+    dropout: float = 0.0
+    deterministic: bool = True
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _) -> tuple[jax.Array, None]:
+        _, t, e = x.shape  # (B, T, E)
+        h, d = self.num_heads, e // self.num_heads
+        out_std = 0.02 / math.sqrt(2 * self.num_layers)
+
+        # Causal self-attention.
+        y = _layer_norm(self.dtype, "ln_attn")(x)  # (B, T, E)
+        qkv = [nn.DenseGeneral((h, d), dtype=self.dtype, name=n, kernel_init=_init(0.02, ("embed", "heads", "kv")),
+                               bias_init=_zeros(("heads", "kv")))(y) for n in ("query", "key", "value")]
+        q, k, v = (constrain(a, ("batch", None, "heads", "kv")) for a in qkv)  # (B, T, H, D) each
+        if self.position == "rotary":
+            q, k = rotary(q), rotary(k)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)  # (B, H, T, T)
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))  # (T, T): query i sees keys <= i
+        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # (B, H, T, T), softmax in float32
+        weights = constrain(weights, ("batch", "heads", None, None))
+        y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, T, H, D)
+        y = nn.DenseGeneral(e, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=_init(out_std, ("heads", "kv", "embed")),
+                            bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+        x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
+
+        # MLP.
+        y = _layer_norm(self.dtype, "ln_mlp")(x)
+        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in", kernel_init=_init(0.02, ("embed", "mlp")),
+                     bias_init=_zeros(("mlp",)))(y)  # (B, T, M)
+        y = constrain(nn.gelu(y), ("batch", None, "mlp"))
+        y = nn.Dense(e, dtype=self.dtype, name="mlp_out", kernel_init=_init(out_std, ("mlp", "embed")),
+                     bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+        x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
+        return x, None
+
+
+class Decoder(nn.Module):
+    vocab_size: int
+    num_layers: int
+    num_heads: int
+    embed_dim: int
+    mlp_dim: int
+    max_len: int
+    position: str = "learned"  # learned (a table of max_len positions) or rotary
+    dropout: float = 0.0
+    scan_layers: bool = False
+    remat: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+        tokens = tokens.astype(jnp.int32)  # (B, T); jtrain's shape-only init passes float zeros
+        t = tokens.shape[1]
+        if t > self.max_len:
+            raise ConfigError(f"config key 'model.max_len': sequence length {t} exceeds model.max_len={self.max_len}")
+        x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
+                     embedding_init=_init(0.02, ("vocab", "embed")))(tokens)  # (B, T, E)
+        if self.position == "learned":
+            # Position rows are few and tied to no mesh axis: no logical name, so only "*" may split them.
+            table = self.param("pos_embed", _init(0.01, (None, "embed")), (self.max_len, self.embed_dim))  # (L, E)
+            x = x + table[None, :t].astype(self.dtype)
+        # Pin the batch split of activations: otherwise the partitioner may follow FSDP-split weights instead.
+        x = constrain(nn.Dropout(self.dropout, deterministic=not train)(x), ("batch", None, "embed"))
+
+        block = Block
+        if self.remat:
+            # Inside scan, XLA cannot move the recomputation out of the loop, so CSE prevention is not needed.
+            block = nn.remat(Block, prevent_cse=not self.scan_layers)
+        kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, num_layers=self.num_layers, position=self.position,
+                      dropout=self.dropout, deterministic=not train, dtype=self.dtype)
+        if self.scan_layers:
+            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                            length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(**kwargs, name="layers")(x, None)  # params stacked: (num_layers, ...)
+        else:
+            for i in range(self.num_layers):
+                x, _ = block(**kwargs, name=f"block_{i}")(x, None)
+
+        x = _layer_norm(self.dtype, "ln_final")(x)
+        # The head computes in float32 so the loss sees full-precision logits.
+        logits = nn.Dense(self.vocab_size, dtype=jnp.float32, name="head", kernel_init=_init(0.02, ("embed", "vocab")),
+                          bias_init=_zeros(("vocab",)))(x)  # (B, T, V)
+        return constrain(logits, ("batch", None, "vocab"))
+
+
+def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
+    """The decoder from `model.*`; its vocabulary is model.vocab_size, else the dataset's number of classes."""
+    vocab = config.vocab_size or num_outputs
+    if vocab <= 0:
+        raise ConfigError("config key 'model.vocab_size': set the decoder's vocabulary size (> 0)")
+    if config.position not in POSITIONS:
+        raise ConfigError(f"config key 'model.position': must be one of {', '.join(POSITIONS)}, got {config.position!r}")
+    for key in ("num_layers", "num_heads", "embed_dim", "mlp_dim", "max_len"):
+        if config[key] <= 0:
+            raise ConfigError(f"config key 'model.{key}': must be > 0, got {config[key]}")
+    if config.embed_dim % config.num_heads:
+        raise ConfigError(f"config key 'model.embed_dim': {config.embed_dim} is not divisible by model.num_heads="
+                          f"{config.num_heads}")
+    if config.position == "rotary" and (config.embed_dim // config.num_heads) % 2:
+        raise ConfigError("config key 'model.position': rotary needs an even head size (model.embed_dim / model.num_heads)")
+    return Decoder(vocab_size=vocab, num_layers=config.num_layers, num_heads=config.num_heads, embed_dim=config.embed_dim,
+                   mlp_dim=config.mlp_dim, max_len=config.max_len, position=config.position, dropout=config.dropout,
+                   scan_layers=config.scan_layers, remat=config.remat, dtype=jnp.dtype(config.dtype))

@@ -1,0 +1,29 @@
+"""Models for fault-injection tests, referenced from configs as `model.name = "fault_models:..."`."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jtrain.models import CNN
+
+
+class NaNSometimes(nn.Module):
+    """A CNN whose training outputs turn NaN on about `rate` of the steps, chosen by the step's dropout key:
+    which steps is a deterministic function of the seed, so a test can find them and a rerun repeats them."""
+
+    rate: float
+    inner: nn.Module
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        out = self.inner(x, train=train)  # (B, C)
+        if train:
+            poisoned = jax.random.uniform(self.make_rng("dropout")) < self.rate
+            out = jnp.where(poisoned, jnp.nan, out)
+        return out
+
+
+def nan_cnn(config, num_outputs: int) -> nn.Module:
+    return NaNSometimes(0.1, CNN((8,), 32, num_outputs))
