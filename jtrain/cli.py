@@ -113,6 +113,8 @@ def run(argv: list[str]) -> int:
 
         if args.devices < 0:
             raise UserError(f"--devices {args.devices}: must be >= 1")
+        if args.devices:
+            plan_lib.use_fake_devices(args.devices)  # before anything asks JAX for its devices
         config = jtrain.load_experiment(args.config)
         jtrain.apply_overrides(config, overrides)
         if args.command == "inspect":

@@ -3,7 +3,8 @@
 When to initialise (first match wins):
 1. explicit: `jtrain train --coordinator HOST:PORT --num_processes N --process_id I`, or the environment
    variables JTRAIN_COORDINATOR, JTRAIN_NUM_PROCESSES, JTRAIN_PROCESS_ID (what scripts/launch/* set);
-2. a cluster JAX detects itself: SLURM with more than one task, or a multi-host Cloud TPU slice;
+2. a cluster JAX detects itself: SLURM with more than one task, a multi-host Cloud TPU slice, or
+   JTRAIN_DISTRIBUTED=auto;
 3. otherwise a single process: nothing to do.
 
 After initialisation every process sees the global device list; each reads only its shard of the data
@@ -16,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import socket
+import time
 
 import jax
 import numpy as np
@@ -23,7 +26,7 @@ import numpy as np
 from jtrain.errors import UserError
 
 # Bounded waits: a process that cannot reach the coordinator, or whose peer died, fails instead of hanging.
-CONNECT_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = int(os.environ.get("JTRAIN_COORDINATOR_TIMEOUT_S", "60"))
 HEARTBEAT_TIMEOUT_S = 30
 
 
@@ -54,7 +57,10 @@ def from_environment(coordinator: str | None = None, num_processes: int | None =
 
 
 def cluster_detected() -> bool:
-    """Environments where `jax.distributed.initialize()` finds its own settings."""
+    """Environments where `jax.distributed.initialize()` finds its own settings (or JTRAIN_DISTRIBUTED=auto,
+    which the Cloud TPU launcher sets: there JAX asks the TPU metadata server)."""
+    if os.environ.get("JTRAIN_DISTRIBUTED") == "auto":
+        return True
     slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ
     tpu_pod = len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
     return slurm or tpu_pod
@@ -70,6 +76,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     # CPU devices of several processes talk through gloo (the default cannot do cross-process collectives);
     # the setting only concerns the CPU backend, so it is harmless next to GPUs or TPUs.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if spec is not None and spec.process_id != 0:
+        # JAX aborts the whole process (no Python exception) when the coordinator never answers, so a
+        # worker first checks, within the same bound, that something listens at the address.
+        _wait_for_listener(spec.coordinator, CONNECT_TIMEOUT_S)
     kwargs = dict(initialization_timeout=CONNECT_TIMEOUT_S, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
     try:
         if spec is None:
@@ -80,6 +90,20 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         where = spec.coordinator if spec else "the cluster's coordinator"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot join the run's coordinator at {where} within {CONNECT_TIMEOUT_S} s: {reason}") from e
+
+
+def _wait_for_listener(address: str, timeout_s: float) -> None:
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise UserError(f"cannot join the run's coordinator at {address} within {timeout_s} s: "
+                                f"{e.strerror or e}") from e
+            time.sleep(0.5)
 
 
 def check_same_run(config_json: str, version: str) -> None:

@@ -53,13 +53,17 @@ def fake_cpu_env(num_devices: int, env: dict | None = None) -> dict:
     return env
 
 
-def _use_fake_devices(num_devices: int) -> bool:
-    """Asks for `num_devices` CPU devices in this process; False when JAX's backend has already started."""
+def use_fake_devices(num_devices: int) -> None:
+    """Makes this process see `num_devices` CPU devices, if JAX's backend has not started yet (the CLI calls it
+    first thing; a library call never changes its caller's devices, it plans in a child process instead)."""
     from jax._src import xla_bridge  # no public way to ask whether the backend exists yet
 
     if not xla_bridge.backends_are_initialized():
         os.environ.update(fake_cpu_env(num_devices))
         jax.config.update("jax_platforms", "cpu")  # the env var is read at import, which may be past
+
+
+def _has_fake_devices(num_devices: int) -> bool:
     devices = jax.devices()
     return devices[0].platform == "cpu" and len(devices) == num_devices
 
@@ -77,7 +81,11 @@ def topology_devices(topology: str) -> list:
     if importlib.util.find_spec("libtpu") is None:
         raise UserError(f"--topology {topology}: needs libtpu (pip install 'jtrain[tpu]'); "
                         f"--devices N plans on fake CPU devices instead")
+    from jax._src import xla_bridge
     from jax.experimental import topologies
+
+    if not xla_bridge.backends_are_initialized():
+        jax.config.update("jax_platforms", "cpu")  # compile-only TPU devices; no attempt to open a local TPU
 
     name, chip_config = TPU_GENERATIONS[gen]
     # Wrap-around links exist on full tori only: 16-wide 2-D slices, and 3-D slices of at least 4 per side.
@@ -116,10 +124,13 @@ def abstract_batch(config: ml_collections.ConfigDict, spec: DatasetSpec, mesh) -
 
 def plan(config: ml_collections.ConfigDict, devices: int = 0, topology: str = "", compile: bool = True) -> dict:
     """Shardings, and (with `compile`) per-device memory, FLOPs and collectives of one train step of `config`
-    on `devices` fake CPU devices, a TPU `topology`, or this machine's devices (neither given)."""
+    on `devices` fake CPU devices, a TPU `topology`, or this machine's devices (neither given).
+
+    Returns a JSON-able dict (`format_plan` prints it). When this process does not have exactly `devices` CPU
+    devices, the plan is made in a child process that does."""
     if devices and topology:
         raise UserError("give --devices or --topology, not both")
-    if devices and not _use_fake_devices(devices):
+    if devices and not _has_fake_devices(devices):
         return _plan_in_child(config, devices, compile)
     config = config.copy_and_resolve_references()
     with config.unlocked():
@@ -140,15 +151,22 @@ def plan(config: ml_collections.ConfigDict, devices: int = 0, topology: str = ""
     if compile:
         lowered = _lower(run, config, spec)
         result.update(_analyses(lowered.compile()))
-        # XLA's cost analysis counts a loop body once, so a scanned model is lowered again with its layers
-        # unrolled (lowering only, no compile); the unpartitioned program's FLOPs are the whole step's.
-        if config.model.scan_layers:
-            unrolled = config.copy_and_resolve_references()
-            with unrolled.unlocked():
-                unrolled.model.scan_layers = False
-            lowered = _lower(_build(unrolled, spec, target), unrolled, spec)
-        result["flops"] = float(_first(lowered.cost_analysis()).get("flops", 0.0))
+        result["flops"] = step_flops(config, spec)
     return result
+
+
+def step_flops(config: ml_collections.ConfigDict, spec: DatasetSpec) -> float:
+    """FLOPs of one whole training step, from XLA's cost analysis of the unpartitioned program.
+
+    The analysis counts a loop body once, so scanned layers are unrolled; and it needs a backend that can analyse,
+    so the program is lowered (not compiled) for one CPU device whatever the target is."""
+    flat = config.copy_and_resolve_references()
+    with flat.unlocked():
+        flat.model.scan_layers = False
+        flat.mesh.data, flat.mesh.fsdp, flat.mesh.tensor = 1, 1, 1
+    cost = _lower(_build(flat, spec, jax.devices("cpu")[:1]), flat, spec).cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}  # older JAX: one dict per device
+    return float(cost.get("flops", 0.0))
 
 
 def _build(config: ml_collections.ConfigDict, spec: DatasetSpec, devices) -> components.Run:
@@ -159,10 +177,6 @@ def _lower(run: components.Run, config: ml_collections.ConfigDict, spec: Dataset
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), run.abstract_state,
                          run.state_shardings)
     return run.train_step.lower(state, abstract_batch(config, spec, run.mesh))
-
-
-def _first(cost) -> dict:
-    return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}  # older JAX: one dict per device
 
 
 def _analyses(compiled) -> dict:
@@ -249,6 +263,7 @@ def _plan_in_child(config: ml_collections.ConfigDict, devices: int, compile: boo
 
 def _child_main() -> None:
     request = json.loads(sys.stdin.read())
+    use_fake_devices(request["devices"])
     try:
         result = plan(config_lib.config_from_json(request["config"]), request["devices"], compile=request["compile"])
     except UserError as e:

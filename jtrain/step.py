@@ -34,7 +34,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
         dropout_rng = jax.random.fold_in(state.rng, state.step)
         mutable = list(state.model_state)
 
-        def loss_of(params, batch, model_state, dropout_rng):
+        def loss_of(params, batch, model_state, dropout_rng):  # batch: the step's batch or one micro-batch of it
             variables = {"params": params, **model_state}
             outputs, new_model_state = model.apply(
                 variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable

@@ -154,6 +154,21 @@ def test_batch_norm_statistics_update_in_training_and_are_used_in_evaluation():
     assert float(eval_sums["count"]) == 32
 
 
+def test_batch_norm_with_micro_batches_updates_statistics_once_per_micro_batch():
+    model, tx = _model(batch_norm=True), optax.sgd(0.0)
+    state = _state(model, tx)
+    train, _ = _steps(model, tx, accumulate_steps=2)
+    batch = _batch()
+    new_state, _ = train(state, batch)
+    x = np.asarray(batch["inputs"]).reshape(32, -1) @ np.asarray(state.params["Dense_0"]["kernel"]) \
+        + np.asarray(state.params["Dense_0"]["bias"])  # (B, 16)
+    first, second = x[0::2], x[1::2]  # micro-batch i holds rows i, i + 2, ...
+    before = np.asarray(state.model_state["batch_stats"]["BatchNorm_0"]["mean"])
+    expected = 0.9 * (0.9 * before + 0.1 * first.mean(0)) + 0.1 * second.mean(0)
+    np.testing.assert_allclose(new_state.model_state["batch_stats"]["BatchNorm_0"]["mean"], expected, rtol=1e-4,
+                               atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------- mixed precision
 
 

@@ -110,16 +110,19 @@ def train_dataset(
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
     source = data.sources["train"]
     # The pipeline runs over example indices and reads a whole batch at once: a TFDS data source reads
-    # many records several times faster than one at a time.
-    ds = grain.MapDataset.range(process_index, len(source), process_count)  # each process: its own shard
-    if len(ds) < batch:
-        raise ConfigError(f"config key 'data.batch_size': {batch} per process exceeds the {len(ds)} training examples")
+    # many records several times faster than one at a time. Every process draws the same global order of
+    # indices and reads only its own rows of each global batch, so the global batches - and the training -
+    # are the same whatever the number of processes.
+    ds = grain.MapDataset.range(len(source))
+    if len(ds) < config.batch_size:
+        raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(ds)} training examples")
     ds = ds.seed(seed)
     if config.shuffle:
         ds = ds.shuffle()  # before repeat: every epoch gets a fresh permutation
     ds = ds.repeat(None)
-    ds = ds.batch(batch, drop_remainder=True)
-    ds = ds.map(lambda indices: read_batch(source, indices, spec))
+    ds = ds.batch(config.batch_size, drop_remainder=True)  # (global_batch,) indices
+    rows = slice(process_index * batch, (process_index + 1) * batch)
+    ds = ds.map(lambda indices: read_batch(source, indices[rows], spec))  # this process's (batch,) rows
     augment = transforms.parse_augmentations(config.augment)
     if augment and not spec.is_image:
         raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; {spec.name} is not images")
