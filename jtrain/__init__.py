@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from jtrain.config import apply_overrides, default_config, load_experiment
 from jtrain.errors import ConfigError, DataError, UserError
 from jtrain.evaluate import evaluate
+from jtrain.sample import sample
 from jtrain.models import nnx_model
 from jtrain.state import TrainState
 from jtrain.train import train
@@ -18,6 +19,7 @@ __all__ = [
     "apply_overrides",
     "default_config",
     "evaluate",
+    "sample",
     "load_experiment",
     "nnx_model",
     "train",

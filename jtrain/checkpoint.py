@@ -58,7 +58,9 @@ class Checkpointer:
             preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,  # partial saves of a killed process
-            async_options=ocp.options.AsyncOptions(post_finalization_callback=self._write_checksums),
+            # (synchronous saves are checksummed right after save() returns)
+            async_options=ocp.options.AsyncOptions(post_finalization_callback=self._write_checksums)
+            if async_save else None,
             create=True,
         )
         try:

@@ -1,4 +1,4 @@
-"""`jtrain train|eval|prepare ...`: thin wrappers over the public functions.
+"""`jtrain train|finetune|eval|prepare ...`: thin wrappers over the public functions.
 
 User mistakes (unknown config key, wrong type, missing file or data) print one line and exit with code 2.
 """
@@ -46,11 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
     train.add_argument("--workdir", required=True, help="run directory (resumes if it has a checkpoint)")
 
+    ft = sub.add_parser("finetune", help="train starting from pretrained weights (sets init.pretrained); resumes too")
+    ft.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
+    ft.add_argument("--pretrained", required=True, help="jtrain workdir or step dir, Flax .msgpack file, or HF dir")
+    ft.add_argument("--workdir", required=True, help="run directory (resumes if it has a checkpoint)")
+
     ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default="test", help="train, val, test, or a TFDS split such as 'train[:10%%]'")
     ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    for command in (train, ev):  # one run over several processes (see jtrain/distributed.py)
+    for command in (train, ft, ev):  # one run over several processes (see jtrain/distributed.py)
         command.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
         command.add_argument("--num_processes", type=int, default=None, help="processes in the run")
         command.add_argument("--process_id", type=int, default=None, help="this process's index, 0-based")
@@ -69,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--topology", default="", help="a TPU slice such as v5e:16x16 or v4:2x2x2 (needs libtpu)")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
+    smp = sub.add_parser("sample", help="generate text from a language-model run's checkpoint (key-value cache)")
+    smp.add_argument("--workdir", required=True)
+    smp.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    smp.add_argument("--max_tokens", type=int, default=200, help="tokens to generate")
+    smp.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    smp.add_argument("--top_k", type=int, default=0, help="sample among the k most likely tokens; 0 = all")
+    smp.add_argument("--top_p", type=float, default=1.0, help="nucleus: the smallest set with this probability")
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+
     prep = sub.add_parser("prepare", help="build a dataset's array_record files once")
     prep.add_argument("name", help="dataset name, e.g. digits or fashion_mnist")
     prep.add_argument("--data_dir", default="", help="TFDS data directory (default: data.dir's default)")
@@ -78,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     argv, overrides = _split_config_overrides(argv)
     args = _parser().parse_args(argv)
-    if overrides and args.command not in ("train", "plan") and not (args.command == "inspect" and args.config):
+    if overrides and args.command not in ("train", "finetune", "plan") and not (args.command == "inspect" and args.config):
         raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `plan` and "
                         f"`inspect --config` only")
 
@@ -88,7 +103,7 @@ def run(argv: list[str]) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax / TFDS info and warnings are not for users
     import jtrain
 
-    if args.command in ("train", "eval"):
+    if args.command in ("train", "finetune", "eval"):
         from jtrain import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -96,6 +111,11 @@ def run(argv: list[str]) -> int:
     if args.command == "train":
         config = jtrain.load_experiment(args.config)
         jtrain.apply_overrides(config, overrides)
+        jtrain.train(config, args.workdir)
+    elif args.command == "finetune":  # = train with init.pretrained set (the path is taken as is, never parsed)
+        config = jtrain.load_experiment(args.config)
+        jtrain.apply_overrides(config, overrides)
+        jtrain.config.set_value(config, "init.pretrained", args.pretrained)
         jtrain.train(config, args.workdir)
     elif args.command == "eval":
         report = jtrain.evaluate(args.workdir, args.split, args.step)
@@ -124,6 +144,9 @@ def run(argv: list[str]) -> int:
             print(json.dumps(result) if args.json else plan_lib.format_plan(result))
     elif args.command == "inspect":
         raise UserError("inspect: give a checkpoint PATH, or --config FILE for a sharding plan")
+    elif args.command == "sample":
+        print(jtrain.sample(args.workdir, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed, step=args.step))
     elif args.command == "prepare":
         from jtrain.data import prepare
 

@@ -20,12 +20,19 @@ import ml_collections
 from jtrain.errors import ConfigError
 
 
+# Logical axis rules (jtrain/sharding.py). The batch is always split over (data, fsdp); each parameter dimension
+# named by the model goes to the mesh axes of its rule ("name=" leaves it to "*", "name=-" never splits it), then
+# "*=fsdp" puts the largest remaining dimension that divides evenly on fsdp.
+MESH_RULES = ("vocab=tensor", "heads=tensor", "mlp=tensor", "embed=", "kv=", "classes=", "conv_in=", "conv_out=",
+              "conv_height=-", "conv_width=-", "layers=-", "*=fsdp")
+
+
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # seeds parameter init, dropout and data shuffling; same seed -> same run
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer (jtrain/data/registry.py)
+    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py)
     c.data.dir = ""  # TFDS data directory; "" = $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets
     c.data.batch_size = 64  # global training batch size (split over the data-parallel devices)
     c.data.eval_batch_size = 0  # global eval batch size; 0 = same as batch_size
@@ -38,6 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize_targets = True  # standardise regression targets with train-split mean/std; metrics in target units
     c.data.augment = ""  # comma-separated augmentations on training images: shift, flip, noise
     c.data.prefetch = 2  # batches prepared ahead by a background thread; 0 = none
+    c.data.seq_len = 128  # text datasets (shakespeare_char, shakespeare_bpe): tokens per packed sequence, at most model.max_len
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"  # registered model (mlp, cnn, decoder) or "package.module:factory" for your own
@@ -58,6 +66,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.position = "learned"  # decoder position encoding: learned (added table) or rotary (on queries/keys)
     c.model.scan_layers = False  # decoder: nn.scan over the blocks (one compiled block; params stacked on 'layers')
     c.model.remat = False  # decoder: recompute each block's activations in the backward pass (less memory)
+    # bert (model.name = "bert", jtrain/models/bert.py) also reads vocab_size, num_layers, num_heads, embed_dim, mlp_dim, max_len, dropout
+    c.model.pooling = "mean"  # bert: sentence vector for the head: mean (over real tokens), cls (first token) or pooler (tanh dense on cls)
+    c.model.type_vocab_size = 2  # bert: rows of the token-type (segment) embedding table
+    c.model.layer_norm_eps = 1e-12  # bert: LayerNorm epsilon (BERT's value)
+    c.model.lora_rank = 0  # LoRA adapters of this rank on the kernels model.lora_targets names (jtrain/lora.py); 0 = off
+    c.model.lora_targets = ""  # regex (fullmatch) of 2-D parameter paths to adapt, e.g. "encoder/layer_\d+/(query|value)/kernel"
+    c.model.lora_alpha = 8.0  # LoRA scale: the update is (lora_alpha / lora_rank) * A @ B
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "softmax_cross_entropy"  # a loss in jtrain/losses.py LOSSES, or "package.module:function"
@@ -75,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.on_nonfinite = "halt"  # non-finite loss/gradients: halt (error naming the step) or skip (drop the update)
     c.train.early_stopping_patience = 0  # stop after this many evals without improving eval.best_metric; 0 = off
     c.train.early_stopping_min_delta = 0.0  # smallest change of eval.best_metric that counts as an improvement
+    c.train.peak_flops = 0.0  # peak FLOP/s of one device, for MFU in the logs (decoder); 0 = measure a float32 matmul once
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate the val split every k steps; 0 = only at the end
@@ -121,14 +137,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # data-parallel mesh axis size; -1 = fill with the remaining devices
     c.mesh.fsdp = 1  # fully-sharded data-parallel axis size; -1 = fill
     c.mesh.tensor = 1  # tensor-parallel axis size; -1 = fill
-    # Logical axis rules (jtrain/sharding.py): the batch is always split over (data, fsdp); each parameter
-    # dimension named by the model goes to the mesh axes of its rule, then "*" puts the largest remaining one on fsdp.
-    c.mesh.rules = (
-        "vocab=tensor", "heads=tensor", "mlp=tensor", "embed=", "kv=", "classes=", "conv_in=", "conv_out=",
-        "conv_height=-", "conv_width=-", "layers=-", "*=fsdp",
-    )  # "name=axis[,axis]"; "name=" leaves the dimension to "*"; "name=-" never splits it; "*": largest divisible
+    c.mesh.rules = MESH_RULES  # logical axis -> mesh axes, "name=axis[,axis]" (see MESH_RULES above)
     c.mesh.replication_threshold_bytes = 1048576  # error if a parameter this big (1 MiB) stays replicated on fsdp/tensor > 1
     c.mesh.report = False  # print the sharding table at train start even when nothing is sharded
+
+    c.init = ml_collections.ConfigDict()  # starting weights: resume own checkpoint > init.pretrained > scratch (jtrain/pretrained.py)
+    c.init.pretrained = ""  # weights to start from when the workdir has no checkpoint: jtrain workdir/step dir, .msgpack file or HF dir; "" = scratch
+    c.init.format = "auto"  # format of init.pretrained: auto (from what the path holds), orbax, msgpack or hf
+    c.init.rename = ()  # "REGEX=REPLACEMENT" rules from checkpoint paths to model paths; first fullmatch wins, \1 = group
+    c.init.skip = ()  # regexes (fullmatch) of model or checkpoint paths never loaded, e.g. a new head "head/.*"
+    c.init.strict = True  # fail, listing every problem, if a parameter is missing, unused or mismatched; False = log and go on
 
     c.lock()
     return c
@@ -275,6 +293,8 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
     need(0.0 <= c.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {c.model.dropout}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
+    need(c.init.format in ("auto", "orbax", "msgpack", "hf"), "init.format",
+         f"must be auto, orbax, msgpack or hf, got {c.init.format!r}")
     need(c.mesh.replication_threshold_bytes >= 0, "mesh.replication_threshold_bytes", "must be >= 0")
     for axis in ("data", "fsdp", "tensor"):
         size = c.mesh[axis]

@@ -7,7 +7,7 @@ import os
 import jax
 
 from jtrain import checkpoint as checkpoint_lib
-from jtrain import components, config as config_lib
+from jtrain import components, config as config_lib, lm_metrics
 from jtrain import data as data_lib
 from jtrain import metrics as metrics_lib
 from jtrain.errors import UserError
@@ -21,7 +21,10 @@ def evaluate_split(run: components.Run, state, role: str) -> dict:
         sums = run.eval_step(state, run.put_batch(local_batch))
         # On the host in float64: exact ROC (gathered scores) and R^2 (merged target deviations).
         totals = metrics_lib.accumulate(totals, sums)
-    return metrics_lib.report(totals, run.data.spec.class_names, target_scale=run.data.target_std)
+    report = metrics_lib.report(totals, run.data.spec.class_names, target_scale=run.data.target_std)
+    if run.task == "sequence":  # nats and bits per token and character, perplexity (jtrain/lm_metrics.py)
+        report.update(lm_metrics.split_report(run, totals, role))
+    return report
 
 
 def evaluate(workdir: str, split: str = "test", step: int | None = None) -> dict:

@@ -135,8 +135,16 @@ def _user_loss(config: ml_collections.ConfigDict) -> tuple[LossFn, str]:
 
 
 def output_width(task: str, num_classes: int) -> int:
-    """The model's output width for a task: one logit per class, one for binary, one per regression target."""
-    return num_classes if task == "classification" else 1
+    """The model's output width for a task: one logit per class (per vocabulary token for sequences), one for
+    binary, one per regression target."""
+    return num_classes if task in ("classification", "sequence") else 1
+
+
+def token_mean(per_sequence: jax.Array, mask: jax.Array) -> jax.Array:
+    """Batch mean over real tokens from per-sequence mean losses (B,) and the token mask (B, T): each row weighs
+    by its number of real tokens, so a token counts the same in a full row as in a short one."""
+    tokens = mask.astype(jnp.float32).sum(-1)  # (B,)
+    return (per_sequence * tokens).sum() / jnp.maximum(tokens.sum(), 1.0)
 
 
 def check_data(task: str, loss_name: str, target_dtype: str, num_classes: int, dataset: str) -> None:

@@ -85,7 +85,9 @@ def regression_sums(outputs: jax.Array, targets: jax.Array, mask: jax.Array, los
 
 def sequence_sums(outputs: jax.Array, targets: jax.Array, mask: jax.Array, losses: jax.Array) -> dict:
     del outputs, targets  # the loss (per sequence) is the metric
-    weight = mask.astype(jnp.float32)  # (B,)
+    # mask (B, T) marks real tokens: losses (B,) are per-row means over them, so count and loss_sum are token
+    # sums (exact perplexity over a split); a (B,) mask counts whole sequences.
+    weight = mask.astype(jnp.float32).reshape(mask.shape[0], -1).sum(-1)  # (B,) tokens per row (or 0/1)
     return {"count": weight.sum(), "loss_sum": (losses * weight).sum()}
 
 
@@ -236,7 +238,8 @@ def regression_report(sums: dict, count: float, target_scale=None) -> dict:
     return {"mse": float(mse.mean()), "mae": float(mae.mean()), "r2": float(r2.mean())}
 
 
-SCALAR_KEYS = ("loss", "accuracy", "top_k_accuracy", "precision", "recall", "f1", "roc_auc", "precision_macro",
+SCALAR_KEYS = ("loss", "bits_per_char", "bits_per_token", "perplexity", "accuracy", "top_k_accuracy", "precision",
+               "recall", "f1", "roc_auc", "precision_macro",
                "recall_macro", "f1_macro", "f1_weighted", "mse", "mae", "r2")
 
 

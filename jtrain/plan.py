@@ -104,8 +104,9 @@ def batch_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
         vocab = config.model.vocab_size
         if vocab <= 0:
             raise ConfigError("config key 'model.vocab_size': jtrain plan needs the decoder's vocabulary size")
-        return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab, input_shape=(config.model.max_len,),
-                           input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0)
+        return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab,
+                           input_shape=(config.model.max_len,), input_key="tokens", target_key="tokens", scale=1.0,
+                           mean=0.0, std=1.0)
     return data_lib.get_spec(config.data.name)
 
 

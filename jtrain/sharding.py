@@ -12,11 +12,17 @@ wildcard: `"*=fsdp"` puts the largest dimension still unsplit that divides evenl
 A mesh axis of size 1 is dropped from the spec, a mesh axis is used at most once per leaf, and a dimension that
 the rule's axes do not divide stays whole (the report and the replication error say so). Optimizer state leaves
 (Adam's mu and nu, momentum) end with their parameter's path and take its spec; scalars are replicated.
+
+Activations are pinned too (`constrain`, inside steps wrapped by `pinned`): batch over (data, fsdp), heads / mlp /
+vocab by their rules, so that XLA all-gathers FSDP-split weights rather than splitting activations like them.
+
+Why `conv_out` is not on tensor by default: with jax 0.10's default partitioner (Shardy) on CPU, a CNN whose conv
+output channels are split over tensor and whose next conv kernel is split over fsdp got wrong first-layer kernel
+gradients through max-pooling (GSPMD got them right); the multi-mesh loss tests would catch it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -290,8 +296,8 @@ def report(abstract_state: Any, shardings: Any, max_rows: int = 0) -> str:
         lines.append(f"... {len(rows) - len(shown)} more parameters (jtrain inspect --config ... shows all)")
     state_full = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
     mesh = jax.tree.leaves(shardings)[0].mesh
-    lines.append(f"mesh {dict(mesh.shape)}: parameters {format_bytes(param_total)} -> {format_bytes(param_device)} per device; "
-                 f"whole state (with optimizer) {format_bytes(state_full)} -> "
+    lines.append(f"mesh {dict(mesh.shape)}: parameters {format_bytes(param_total)} -> {format_bytes(param_device)} "
+                 f"per device; whole state (with optimizer) {format_bytes(state_full)} -> "
                  f"{format_bytes(per_device_bytes(abstract_state, shardings))} per device")
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ import optax
 
 from jtrain import metrics as metrics_lib
 from jtrain import microbatch
-from jtrain.losses import LossFn
+from jtrain.losses import LossFn, token_mean
 from jtrain.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -39,7 +39,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
             outputs, new_model_state = model.apply(
                 variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable
             )  # outputs (B, num_outputs)
-            loss = loss_fn(outputs, batch["targets"]).mean()
+            if task == "sequence":  # the mean over real tokens: the mask drops padding (and SFT prompts)
+                loss = token_mean(loss_fn(outputs, batch["targets"], batch["mask"]), batch["mask"])
+            else:
+                loss = loss_fn(outputs, batch["targets"]).mean()
             objective = loss + penalty(params) if penalty is not None else loss
             return objective, (loss, outputs, dict(new_model_state))
 
@@ -72,7 +75,10 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str, top_k: int = 0)
     def eval_step(state: TrainState, batch: Batch) -> dict:
         variables = {"params": state.params, **state.model_state}
         outputs = model.apply(variables, batch["inputs"], train=False)  # (B, num_outputs)
-        losses = loss_fn(outputs, batch["targets"])  # (B,)
+        if task == "sequence" and batch["mask"].ndim == 2:  # (B, T) token mask: per-row means over real tokens
+            losses = loss_fn(outputs, batch["targets"], batch["mask"])  # (B,)
+        else:
+            losses = loss_fn(outputs, batch["targets"])  # (B,)
         return sums_fn(outputs, batch["targets"], batch["mask"], losses)
 
     return eval_step

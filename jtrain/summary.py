@@ -15,8 +15,12 @@ def format_table(summary: dict) -> str:
     rows = [[s, *(_cell(summary[s].get(k)) for k in columns)] for s in splits]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([f"summary at step {summary.get('step')}", line(header), line(["-" * w for w in widths]),
-                      *map(line, rows)])
+    lines = [f"summary at step {summary.get('step')}", line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    if summary.get("time"):
+        t = summary["time"]
+        lines.append(f"goodput {t['goodput']:.1%} of {t['total_s']:.1f} s (compile {t['compile_s']:.1f} s, data "
+                     f"{t['data_s']:.1f} s, eval {t['eval_s']:.1f} s, checkpoint {t['checkpoint_s']:.1f} s)")
+    return "\n".join(lines)
 
 
 def _cell(value) -> str:

@@ -1,4 +1,4 @@
-"""The training loop, top to bottom: build -> init (resume > scratch) -> loop -> final eval -> summary.
+"""The training loop, top to bottom: build -> init (resume > pretrained > scratch) -> loop -> final eval -> summary.
 
     state, metrics = train_step(state, batch)       # pure, jitted, donated, sharded
     every train.log_every_steps:  fetch metrics, check they are finite, write metrics.jsonl / TensorBoard
@@ -28,11 +28,13 @@ from jtrain import config as config_lib
 from jtrain import data as data_lib
 from jtrain import distributed
 from jtrain import metrics as metrics_lib
-from jtrain import plots, summary as summary_lib
+from jtrain import plots, pretrained, summary as summary_lib
 from jtrain import sharding as sharding_lib
+from jtrain import throughput
 from jtrain.early_stopping import BestTracker
 from jtrain.errors import TrainingError, UserError
 from jtrain.evaluate import evaluate_split
+from jtrain.goodput import TimeBudget
 from jtrain.preemption import Preempted, PreemptionWatcher
 from jtrain.progress import ProgressBar
 from jtrain.state import count_params
@@ -57,7 +59,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                              jax.process_count()))
     target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
 
-    # ------------------------------------------------------------------ init: resume > scratch
+    # ------------------------------------------------------------------ init: resume > pretrained > scratch
     restored = ckpt.restore_latest_good(target, train_iter)
     if restored:
         start, state, meta = restored
@@ -68,12 +70,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             drop_records_after(workdir, start)
     else:
         state, start, skipped = run.init(), 0, 0
+        if config.init.pretrained:  # no checkpoint of the run's own yet: start from pretrained weights
+            state = pretrained.into_state(config.init, state, log=is_main)
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
         return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
                 "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None}
 
     total = run.total_steps
+    speed = throughput.for_run(run)  # tokens/s and MFU for language models; None otherwise
     writer = MetricWriter(workdir, enabled=is_main)
     progress = ProgressBar(total, initial=start, enabled=None if (config.train.progress and is_main) else False)
     if is_main:
@@ -108,10 +113,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         skipped += len(bad)
         return fetched
 
+    budget = TimeBudget()
     with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
         for step in range(start, total):
-            batch = run.put_batch(next(train_iter))
-            state, step_metrics = run.train_step(state, batch)
+            with budget.track("data"):
+                batch = run.put_batch(next(train_iter))
+            with budget.track("compile") if step == start else contextlib.nullcontext():
+                state, step_metrics = run.train_step(state, batch)  # the first call traces and compiles
             pending.append(step_metrics)
             progress.update()
             done = step + 1
@@ -122,6 +130,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 now = time.perf_counter()
                 last_train["steps_per_sec"] = (done - tick_step) / max(now - tick, 1e-9)
                 last_train["examples_per_sec"] = last_train["steps_per_sec"] * config.data.batch_size
+                if speed:
+                    last_train.update(speed.rates(last_train["steps_per_sec"]))
                 last_train["skipped_steps"] = skipped
                 tick, tick_step = now, done
                 writer.write(done, "train", last_train)
@@ -132,13 +142,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             eval_now = config.eval.every_steps and done % config.eval.every_steps == 0 and done != total
             if eval_now and "val" in run.data.sources:
                 fetch_pending(done)  # never rank or save a checkpoint of a state that went non-finite
-                val = metrics_lib.scalars(evaluate_split(run, state, "val"))
+                with budget.track("eval"):
+                    val = metrics_lib.scalars(evaluate_split(run, state, "val"))
                 writer.write(done, "val", val)
                 if is_main:
                     progress.write(_log_line(done, total, "val", val))
                 if best:
                     rank = best.rank(best.update(done, val))
-                    ckpt.save(done, state, train_iter, meta_at(done), metrics={**val, checkpoint_lib.BEST_RANK: rank})
+                    with budget.track("checkpoint"):
+                        ckpt.save(done, state, train_iter, meta_at(done), metrics={**val, checkpoint_lib.BEST_RANK: rank})
                     if best.should_stop:
                         progress.write(f"early stopping at step {done}: val {best.metric} has not improved for "
                                        f"{best.bad_evals} evals (best {best.best_value:.4g} at step {best.best_step})")
@@ -148,7 +160,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0 and done != total:
                 if ckpt.latest_step() != done:
                     fetch_pending(done)
-                    ckpt.save(done, state, train_iter, meta_at(done))
+                    with budget.track("checkpoint"):
+                        ckpt.save(done, state, train_iter, meta_at(done))
 
             # With several processes the signal check is collective, so it runs only at log steps.
             if (single_process or log_now) and preemption.stop_requested():
@@ -159,6 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 raise Preempted(done, preemption.signal_name, ckpt.directory)
         progress.close()
         end = int(jax.device_get(state.step))
+        time_spent = budget.report()  # the loop's own time, before the final evaluation
 
         # -------------------------------------------------------------- final checkpoint and evaluation
         fetch_pending(end)
@@ -176,11 +190,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             reports = {role: evaluate_split(run, state, role) for role in reports}
         for role, report in reports.items():
             writer.write(end, role, metrics_lib.scalars(report))
+        writer.write(end, "time", time_spent)
         ckpt.close()
         writer.close()
 
     # ------------------------------------------------------------------ summary, plots
-    summary = {"step": end, "train": last_train, **reports}
+    summary = {"step": end, "train": last_train, **reports, "time": time_spent}
     if best:
         summary["best"] = {"step": best.best_step, "metric": best.metric, "value": best.best_value,
                            "stopped_early": stopped_early}
@@ -222,7 +237,8 @@ def _mean_metrics(per_step: list[dict]) -> dict:
 
 def _log_line(step: int, total: int, split: str, metrics: dict) -> str:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in ("loss", "accuracy", "f1_macro", "mse",
-                                                                         "learning_rate", "examples_per_sec"))
+                                                                         "learning_rate", "examples_per_sec",
+                                                                         "bits_per_char", "tokens_per_sec", "mfu"))
     return f"step {step}/{total} {split}: {shown}"
 
 

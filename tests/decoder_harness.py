@@ -1,11 +1,11 @@
 """Trains the decoder on synthetic token batches, on each mesh given, and prints one JSON line of results.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/decoder_harness.py 8,1,1 2,4,1 ...
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/decoder_harness.py 8,1,1 2,4,1 1,8,1:init
 
 Run by tests/test_scaleout.py in subprocesses (the device count is fixed when JAX starts). The data, loss and
 step live here, not in jtrain.train: the language-model task wiring is separate; this drives the model, the
 rules and the shardings directly. Per mesh it reports the loss of every step and, from the state's
-`addressable_shards`, the bytes each device holds.
+`addressable_shards`, the bytes each device holds (":init": only create the state and measure it).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import optax  # noqa: E402
 from jtrain import config as config_lib, mesh as mesh_lib, models, sharding  # noqa: E402
 from jtrain.state import init_state  # noqa: E402
 
-VOCAB, LENGTH, BATCH, STEPS = 64, 16, 16, 8
+VOCAB, LENGTH, BATCH, STEPS = 64, 16, 16, 6
 MODEL = ["model.name=decoder", f"model.vocab_size={VOCAB}", "model.num_layers=2", "model.num_heads=4",
          "model.embed_dim=32", "model.mlp_dim=128", f"model.max_len={LENGTH}", "model.position=rotary",
-         "model.scan_layers=True", "model.remat=True", "model.dropout=0.1",
+         "model.scan_layers=True", "model.dropout=0.1",  # remat: tests/test_decoder.py (same numbers, slower compile)
          "mesh.replication_threshold_bytes=1024"]
 
 
@@ -51,7 +51,7 @@ def masked_cross_entropy(logits, targets, mask):
     return (losses * mask).sum() / mask.sum()
 
 
-def train(mesh_shape: tuple[int, int, int]) -> dict:
+def train(mesh_shape: tuple[int, int, int], steps: int = STEPS) -> dict:
     config = config_lib.default_config()
     config_lib.apply_overrides(config, [*MODEL, *(f"mesh.{a}={n}" for a, n in zip(mesh_lib.AXES, mesh_shape))])
     mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:math.prod(mesh_shape)])
@@ -89,7 +89,7 @@ def train(mesh_shape: tuple[int, int, int]) -> dict:
             per_device[shard.device.id] = per_device.get(shard.device.id, 0) + shard.data.nbytes
     replicated = [leaf for leaf in jax.tree.leaves(state) if leaf.sharding.is_fully_replicated]
     losses = []
-    for batch in batches():
+    for batch in batches()[:steps]:
         state, loss = step(state, {k: jax.device_put(v, batch_sharding) for k, v in batch.items()})
         losses.append(float(loss))
     return {
@@ -105,5 +105,8 @@ def train(mesh_shape: tuple[int, int, int]) -> dict:
 
 
 if __name__ == "__main__":
-    meshes = [tuple(int(n) for n in arg.split(",")) for arg in sys.argv[1:]]
-    print(json.dumps({arg: train(m) for arg, m in zip(sys.argv[1:], meshes)}))
+    results = {}
+    for arg in sys.argv[1:]:
+        mesh, _, mode = arg.partition(":")
+        results[mesh] = train(tuple(int(n) for n in mesh.split(",")), steps=0 if mode == "init" else STEPS)
+    print(json.dumps(results))

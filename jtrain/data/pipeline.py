@@ -60,6 +60,10 @@ class Data:
 def load(config: ml_collections.ConfigDict) -> Data:
     """Opens the sources of `config.data` (preparing the dataset on first use)."""
     spec = registry.get_spec(config.name)
+    if spec.is_text:  # token streams packed into rows: their own reader (jtrain/data/text.py)
+        from jtrain.data import text
+
+        return text.load(config, spec)
     splits = {}
     for role in ("train", "val", "test"):
         chosen = config.splits[role] or spec.splits[role]
@@ -107,6 +111,10 @@ def train_dataset(
 ) -> grain.IterDataset:
     """An endless iterator of training batches; its `get_state()` is saved in checkpoints."""
     spec = data.spec
+    if spec.is_text:
+        from jtrain.data import text
+
+        return text.train_dataset(data, config, seed, process_index, process_count)
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
     source = data.sources["train"]
     # The pipeline runs over example indices and reads a whole batch at once: a TFDS data source reads
@@ -151,6 +159,11 @@ def eval_batches(
     eval steps stay in lockstep.
     """
     spec = data.spec
+    if spec.is_text:
+        from jtrain.data import text
+
+        yield from text.eval_batches(data, role, config, process_index, process_count)
+        return
     source = data.sources[role]
     global_batch = config.eval_batch_size or config.batch_size
     batch = local_batch_size(global_batch, process_count, "data.eval_batch_size")

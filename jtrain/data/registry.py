@@ -8,7 +8,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from jtrain.data import builders
+from jtrain.data import builders, shakespeare, shakespeare_genre
 from jtrain.errors import DataError
 
 
@@ -28,6 +28,11 @@ class DatasetSpec:
     std: float | None
     class_names: tuple[str, ...] = ()
     target_dtype: str = "int32"  # int32 class labels, or float32 regression targets
+    tokenizer: str = ""  # text datasets: "char" or "bpe" (jtrain/data/tokenize.py); "" = not text
+
+    @property
+    def is_text(self) -> bool:
+        return bool(self.tokenizer)
 
     @property
     def is_image(self) -> bool:
@@ -87,6 +92,48 @@ DATASETS = {
         mean=None,
         std=None,
         class_names=builders.BREAST_CANCER_CLASSES,
+    ),
+    # Text for language models (jtrain/data/text.py): one TFDS dataset, split by play, two tokenizations.
+    # num_classes (the vocabulary) and input_shape (data.seq_len) are filled in when the data is loaded.
+    "shakespeare_char": DatasetSpec(
+        name="shakespeare_char",
+        builder=shakespeare.Shakespeare,
+        splits={"train": "train", "val": "val", "test": "test"},
+        num_classes=0,
+        input_shape=(0,),
+        input_key="text",
+        target_key="text",
+        scale=1.0,
+        mean=None,
+        std=None,
+        tokenizer="char",
+    ),
+    "shakespeare_bpe": DatasetSpec(
+        name="shakespeare_bpe",
+        builder=shakespeare.Shakespeare,
+        splits={"train": "train", "val": "val", "test": "test"},
+        num_classes=0,
+        input_shape=(0,),
+        input_key="text",
+        target_key="text",
+        scale=1.0,
+        mean=None,
+        std=None,
+        tokenizer="bpe",
+    ),
+    # Labelled passages (jtrain/data/shakespeare_genre.py): MiniLM WordPiece ids, held out by passage.
+    "shakespeare_genre": DatasetSpec(
+        name="shakespeare_genre",
+        builder=shakespeare_genre.ShakespeareGenre,
+        splits={"train": "train[:80%]", "val": "train[80%:90%]", "test": "train[90%:]"},
+        num_classes=len(shakespeare_genre.GENRES),
+        input_shape=(shakespeare_genre.SEQ_LEN,),
+        input_key="tokens",
+        target_key="genre",
+        scale=1.0,
+        mean=0.0,  # token ids are not standardised: mean 0, std 1 leaves them as they are
+        std=1.0,
+        class_names=shakespeare_genre.GENRES,
     ),
 }
 

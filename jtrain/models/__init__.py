@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrain.errors import ConfigError
-from jtrain.models import decoder
+from jtrain.models import bert, decoder
 from jtrain.models.cnn import CNN
 from jtrain.models.mlp import MLP
 from jtrain.models.nnx_adapter import nnx_model
@@ -35,7 +35,7 @@ def _cnn(config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
                jnp.dtype(config.dtype))
 
 
-MODELS = {"mlp": _mlp, "cnn": _cnn, "decoder": decoder.build}
+MODELS = {"mlp": _mlp, "cnn": _cnn, "decoder": decoder.build, "bert": bert.build}
 
 
 def build(config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
@@ -48,7 +48,9 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"config key 'model.name': unknown model {config.name!r}{hint}; "
                           f"known: {', '.join(MODELS)}, or 'package.module:factory'")
-    return MODELS[config.name](config, num_outputs)
+    from jtrain import lora  # adapters wrap any model (model.lora_rank > 0)
+
+    return lora.wrap(MODELS[config.name](config, num_outputs), config)
 
 
 def _import_factory(spec: str):

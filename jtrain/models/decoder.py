@@ -5,6 +5,10 @@ blocks [LN -> causal multi-head attention -> residual; LN -> MLP (gelu) -> resid
 output projection computed in float32. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
 `kv`, `mlp`, and `layers` for the scanned stack) that `mesh.rules` maps onto the device mesh (jtrain/sharding.py).
 
+`decode=True` (`model.clone(decode=True)`, used by jtrain/sample.py) keeps each block's keys and values for
+`max_len` positions in the "cache" collection, so generation feeds one new token per call; the call without it
+is unchanged.
+
 `scan_layers` traces and compiles one block and runs it over parameters stacked on a leading `layers` axis, so
 compile time does not grow with depth; `remat` recomputes each block's activations in the backward pass instead
 of keeping them (less memory, about a third more compute).
@@ -46,16 +50,17 @@ def _zeros(names: tuple):
 
 
 def _layer_norm(dtype, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(dtype=dtype, name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-                        bias_init=_zeros(("embed",)))
+    scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+    return nn.LayerNorm(dtype=dtype, name=name, scale_init=scale_init, bias_init=_zeros(("embed",)))
 
 
-def rotary(x: jax.Array) -> jax.Array:
-    """Rotary position embedding of queries or keys (B, T, H, D): pairs (i, i + D/2) rotate by position * freq_i."""
+def rotary(x: jax.Array, offset=0) -> jax.Array:
+    """Rotary position embedding of queries or keys (B, T, H, D): pairs (i, i + D/2) rotate by position * freq_i.
+    `offset` is the position of the first row (decoding with a cache continues where it stopped)."""
     _, t, _, d = x.shape
     half = d // 2
     freq = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))  # (D/2,)
-    angles = jnp.arange(t, dtype=jnp.float32)[:, None] * freq[None, :]  # (T, D/2)
+    angles = (jnp.arange(t, dtype=jnp.float32) + offset)[:, None] * freq[None, :]  # (T, D/2)
     sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]  # (1, T, 1, D/2)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)  # (B, T, H, D/2) each
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)  # (B, T, H, D)
@@ -71,6 +76,8 @@ class Block(nn.Module):
     dropout: float = 0.0
     deterministic: bool = True
     dtype: jnp.dtype = jnp.float32
+    decode: bool = False  # key-value cache of max_len positions in the "cache" collection (jtrain/sample.py)
+    max_len: int = 0  # cache length when decode
 
     @nn.compact
     def __call__(self, x: jax.Array, _) -> tuple[jax.Array, None]:
@@ -83,16 +90,24 @@ class Block(nn.Module):
         qkv = [nn.DenseGeneral((h, d), dtype=self.dtype, name=n, kernel_init=_init(0.02, ("embed", "heads", "kv")),
                                bias_init=_zeros(("heads", "kv")))(y) for n in ("query", "key", "value")]
         q, k, v = (constrain(a, ("batch", None, "heads", "kv")) for a in qkv)  # (B, T, H, D) each
+        offset = 0
+        if self.decode:  # the new rows sit at positions index .. index + T - 1
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            offset = index.value
         if self.position == "rotary":
-            q, k = rotary(q), rotary(k)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)  # (B, H, T, T)
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))  # (T, T): query i sees keys <= i
+            q, k = rotary(q, offset), rotary(k, offset)
+        if self.decode:
+            k, v, causal = self._cached(k, v, offset)  # (B, L, H, D) keys/values of every position so far
+            index.value = offset + t
+        else:
+            causal = jnp.tril(jnp.ones((t, t), dtype=bool))  # (T, T): query i sees keys <= i
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)  # (B, H, T, T or L)
         scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # (B, H, T, T), softmax in float32
         weights = constrain(weights, ("batch", "heads", None, None))
         y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, T, H, D)
-        y = nn.DenseGeneral(e, axis=(-2, -1), dtype=self.dtype, name="out", kernel_init=_init(out_std, ("heads", "kv", "embed")),
-                            bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+        y = nn.DenseGeneral(e, axis=(-2, -1), dtype=self.dtype, name="out", bias_init=_zeros(("embed",)),
+                            kernel_init=_init(out_std, ("heads", "kv", "embed")))(y)  # (B, T, E)
         x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
 
         # MLP.
@@ -104,6 +119,18 @@ class Block(nn.Module):
                      bias_init=_zeros(("embed",)))(y)  # (B, T, E)
         x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
         return x, None
+
+    def _cached(self, k: jax.Array, v: jax.Array, offset: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Writes the new keys/values (B, T, H, D) at `offset` into the cache (B, L, H, D); returns the whole cache
+        and the (T, L) mask of the positions each new query may see (its own and earlier ones)."""
+        b, t, h, d = k.shape
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, (b, self.max_len, h, d), k.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, (b, self.max_len, h, d), v.dtype)
+        cached_k.value = jax.lax.dynamic_update_slice_in_dim(cached_k.value, k, offset, axis=1)
+        cached_v.value = jax.lax.dynamic_update_slice_in_dim(cached_v.value, v, offset, axis=1)
+        query_pos = offset + jnp.arange(t)  # (T,)
+        visible = jnp.arange(self.max_len)[None, :] <= query_pos[:, None]  # (T, L)
+        return cached_k.value, cached_v.value, visible
 
 
 class Decoder(nn.Module):
@@ -118,6 +145,7 @@ class Decoder(nn.Module):
     scan_layers: bool = False
     remat: bool = False
     dtype: jnp.dtype = jnp.float32
+    decode: bool = False  # incremental decoding with a key-value cache (model.clone(decode=True), jtrain/sample.py)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
@@ -130,7 +158,12 @@ class Decoder(nn.Module):
         if self.position == "learned":
             # Position rows are few and tied to no mesh axis: no logical name, so only "*" may split them.
             table = self.param("pos_embed", _init(0.01, (None, "embed")), (self.max_len, self.embed_dim))  # (L, E)
-            x = x + table[None, :t].astype(self.dtype)
+            if self.decode:  # rows continue at the cache's position
+                index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+                x = x + jax.lax.dynamic_slice_in_dim(table, index.value, t)[None].astype(self.dtype)
+                index.value = index.value + t
+            else:
+                x = x + table[None, :t].astype(self.dtype)
         # Pin the batch split of activations: otherwise the partitioner may follow FSDP-split weights instead.
         x = constrain(nn.Dropout(self.dropout, deterministic=not train)(x), ("batch", None, "embed"))
 
@@ -138,10 +171,13 @@ class Decoder(nn.Module):
         if self.remat:
             # Inside scan, XLA cannot move the recomputation out of the loop, so CSE prevention is not needed.
             block = nn.remat(Block, prevent_cse=not self.scan_layers)
-        kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, num_layers=self.num_layers, position=self.position,
-                      dropout=self.dropout, deterministic=not train, dtype=self.dtype)
+        kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, num_layers=self.num_layers,
+                      position=self.position, dropout=self.dropout, deterministic=not train, dtype=self.dtype)
+        if self.decode:
+            kwargs.update(decode=True, max_len=self.max_len)
         if self.scan_layers:
-            stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+            stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},  # cache: one per layer when decoding
+                            split_rngs={"params": True, "dropout": True},
                             length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
             x, _ = stack(**kwargs, name="layers")(x, None)  # params stacked: (num_layers, ...)
         else:
@@ -161,7 +197,8 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
     if vocab <= 0:
         raise ConfigError("config key 'model.vocab_size': set the decoder's vocabulary size (> 0)")
     if config.position not in POSITIONS:
-        raise ConfigError(f"config key 'model.position': must be one of {', '.join(POSITIONS)}, got {config.position!r}")
+        raise ConfigError(f"config key 'model.position': must be one of {', '.join(POSITIONS)}, "
+                          f"got {config.position!r}")
     for key in ("num_layers", "num_heads", "embed_dim", "mlp_dim", "max_len"):
         if config[key] <= 0:
             raise ConfigError(f"config key 'model.{key}': must be > 0, got {config[key]}")
@@ -169,7 +206,9 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
         raise ConfigError(f"config key 'model.embed_dim': {config.embed_dim} is not divisible by model.num_heads="
                           f"{config.num_heads}")
     if config.position == "rotary" and (config.embed_dim // config.num_heads) % 2:
-        raise ConfigError("config key 'model.position': rotary needs an even head size (model.embed_dim / model.num_heads)")
-    return Decoder(vocab_size=vocab, num_layers=config.num_layers, num_heads=config.num_heads, embed_dim=config.embed_dim,
-                   mlp_dim=config.mlp_dim, max_len=config.max_len, position=config.position, dropout=config.dropout,
-                   scan_layers=config.scan_layers, remat=config.remat, dtype=jnp.dtype(config.dtype))
+        raise ConfigError("config key 'model.position': rotary needs an even head size "
+                          "(model.embed_dim / model.num_heads)")
+    return Decoder(vocab_size=vocab, num_layers=config.num_layers, num_heads=config.num_heads,
+                   embed_dim=config.embed_dim, mlp_dim=config.mlp_dim, max_len=config.max_len, position=config.position,
+                   dropout=config.dropout, scan_layers=config.scan_layers, remat=config.remat,
+                   dtype=jnp.dtype(config.dtype))

@@ -1,0 +1,44 @@
+"""A small GPT trained from scratch on Shakespeare's plays, one token per character.
+
+    jtrain train --config experiments/shakespeare_char_gpt.py --workdir runs/shakespeare_char
+    jtrain sample --workdir runs/shakespeare_char --prompt "ROMEO." --max_tokens 300
+
+Validation and test are three plays each that training never sees (jtrain/data/shakespeare.py); the target is
+validation loss <= 1.7 nats per character within 30 minutes on 2 CPU cores (see BENCHMARKS.md for what was
+measured). The corpus is 4.3M training characters, far more than this model sees in that time, so no dropout.
+"""
+
+from jtrain.config import default_config
+
+
+def get_config():
+    c = default_config()
+    c.data.name = "shakespeare_char"
+    c.data.seq_len = 128
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 128
+
+    c.model.name = "decoder"
+    c.model.num_layers = 4
+    c.model.num_heads = 4
+    c.model.embed_dim = 128
+    c.model.mlp_dim = 512
+    c.model.max_len = 128
+    c.model.position = "learned"
+
+    c.loss.name = "masked_sequence_cross_entropy"
+
+    c.optim.name = "adamw"
+    c.optim.learning_rate = 2e-3
+    c.optim.b2 = 0.99  # small batches of a fast-changing loss: a shorter second-moment memory (nanoGPT's choice)
+    c.optim.weight_decay = 0.1
+    c.optim.grad_clip_norm = 1.0
+    c.schedule.name = "cosine"
+    c.schedule.warmup_steps = 100
+    c.schedule.end_factor = 0.1
+
+    c.train.steps = 6000
+    c.train.log_every_steps = 100
+    c.eval.every_steps = 1000
+    c.checkpoint.every_steps = 1000
+    return c

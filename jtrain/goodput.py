@@ -1,0 +1,35 @@
+"""Where a run's wall time goes: compile, data wait, eval, checkpoint blocking, and step compute.
+
+Timed on the host without extra device syncs: the loop already blocks once per log interval (fetching
+metrics), so time not spent compiling, waiting for data, evaluating or blocking on a checkpoint save is time
+the host spent dispatching steps or waiting for them to finish - step compute. Goodput is its fraction of
+the loop's wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+
+class TimeBudget:
+    CATEGORIES = ("compile", "data", "eval", "checkpoint")
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(self.CATEGORIES, 0.0)
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def track(self, category: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[category] += time.perf_counter() - began
+
+    def report(self) -> dict[str, float]:
+        total = max(time.perf_counter() - self._start, 1e-9)
+        step = max(total - sum(self.seconds.values()), 0.0)
+        out = {f"{k}_s": v for k, v in self.seconds.items()}
+        out.update(step_s=step, total_s=total, goodput=step / total)
+        return out

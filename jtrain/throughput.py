@@ -1,0 +1,69 @@
+"""Throughput and model FLOPs utilisation (MFU) of a decoder run, for the training logs.
+
+Model FLOPs per token come from the architecture, not from the compiled program (PaLM appendix B):
+
+    6 N + 12 L T E     N = weights in matrix multiplies (attention q/k/v/out, MLP, output head; not the
+                       embedding lookup, position table, norms or biases), L layers, T sequence length, E width
+
+6 N is a multiply-add (2) per weight per token, forward (1x) plus backward (2x); 12 L T E is the attention
+scores and weighted values, 2 matmuls of T x E per token per layer, times the same 2 x 3. The causal mask does
+not halve it: the dense einsum computes every score. tests/test_throughput.py checks it against XLA's cost
+analysis of the real train step. Rematerialisation recomputes more, but MFU counts model FLOPs only.
+
+MFU = tokens/s x FLOPs per token / (train.peak_flops x devices); `train.peak_flops = 0` measures this machine
+once, as the best rate of a large float32 matmul (on CPU there is no published peak to quote).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+
+def decoder_flops_per_token(model: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> float:
+    e, m, layers = model.embed_dim, model.mlp_dim, model.num_layers
+    matmul_weights = layers * (4 * e * e + 2 * e * m) + e * vocab_size  # (q, k, v, out) + (mlp in, out); head
+    return 6.0 * matmul_weights + 12.0 * layers * seq_len * e
+
+
+@functools.lru_cache(maxsize=None)
+def measured_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` (n x n) @ (n x n) float32 matmuls on the default device."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    tokens_per_step: int  # global batch x sequence length
+    flops_per_token: float
+    peak_flops: float  # all devices together
+
+    def rates(self, steps_per_sec: float) -> dict[str, float]:
+        tokens = steps_per_sec * self.tokens_per_step
+        return {"tokens_per_sec": tokens, "model_flops_per_sec": tokens * self.flops_per_token,
+                "mfu": tokens * self.flops_per_token / self.peak_flops}
+
+
+def for_run(run) -> Throughput | None:
+    """A jtrain.components.Run's throughput arithmetic; None unless it trains the built-in decoder on sequences."""
+    config = run.config
+    if config.model.name != "decoder" or run.task != "sequence":
+        return None
+    seq_len = run.data.spec.input_shape[-1]
+    peak = config.train.peak_flops or measured_peak_flops()
+    return Throughput(tokens_per_step=config.data.batch_size * seq_len,
+                      flops_per_token=decoder_flops_per_token(config.model, run.model.vocab_size, seq_len),
+                      peak_flops=peak * run.mesh.size)

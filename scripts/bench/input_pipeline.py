@@ -1,0 +1,85 @@
+"""Input pipeline: jtrain's real TFDS + grain path against batches staged on the device, MLP at batch 128 and 1024.
+
+    python scripts/bench/input_pipeline.py [--quick] [--repeats 3] [--json out.json]
+
+Each measurement is a fresh worker that builds the run with `jtrain.components.build` and times steady-state
+steps of `run.train_step` (the loop's jitted, donated step) fed in one of three ways:
+  pipeline  `jtrain.data.train_dataset` (data.prefetch=2 background thread) -> `run.put_batch` -> step, as train.py
+  staged    the same batches made beforehand and already on the device -> step
+  loader    `train_dataset` alone, no training: batches/s the pipeline can deliver
+Reported: pipeline / staged (target >= 0.97) and loader / staged (how many times what training consumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import harness
+
+BATCHES = (128, 1024)
+STEPS = {128: 300, 1024: 60}
+QUICK_STEPS = {128: 20, 1024: 5}
+TARGET = 0.97
+
+
+def worker(mode: str, batch: int, steps: int) -> None:
+    import jax
+
+    from jtrain import components, data as data_lib
+    from workloads import jtrain_config
+
+    config = jtrain_config("mlp", steps, [f"data.batch_size={batch}"])
+    run = components.build(config)
+    batches = iter(data_lib.train_dataset(run.data, config.data, config.seed))
+    warmup = 5
+    if mode == "loader":
+        for _ in range(warmup):
+            next(batches)
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(batches)
+        harness.emit({"per_sec": steps / (time.perf_counter() - start)})
+        return
+    if mode == "staged":
+        staged = [run.put_batch(next(batches)) for _ in range(min(steps, 32))]
+        jax.block_until_ready(staged)
+        feed = lambda i: staged[i % len(staged)]
+    else:
+        feed = lambda i: run.put_batch(next(batches))
+    state = run.init()
+    for i in range(warmup):  # the first compiles
+        state, metrics = run.train_step(state, feed(i))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i in range(steps):
+        state, metrics = run.train_step(state, feed(i))
+    jax.block_until_ready(state)
+    harness.emit({"per_sec": steps / (time.perf_counter() - start)})
+
+
+def main() -> None:
+    p = harness.parser(__doc__.splitlines()[0])
+    p.add_argument("--worker", nargs=3, metavar=("MODE", "BATCH", "STEPS"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
+    load_start = harness.load()
+    repeats = 1 if args.quick else args.repeats
+    rows, details = [], {}
+    for batch in BATCHES:
+        steps = (QUICK_STEPS if args.quick else STEPS)[batch]
+        print(f"input pipeline, MLP batch {batch}:")
+        argv = lambda mode: ["scripts/bench/input_pipeline.py", "--worker", mode, str(batch), str(steps)]
+        results = harness.alternate({m: argv(m) for m in ("pipeline", "staged", "loader")}, repeats)
+        pipe, staged, loader = (harness.median(results[m], "per_sec") for m in ("pipeline", "staged", "loader"))
+        rows.append(harness.row(f"input pipeline MLP b{batch}: real / staged", pipe / staged, target=f">= {TARGET}",
+                                met=pipe / staged >= TARGET, note=f"{pipe:.1f} vs {staged:.1f} steps/s"))
+        rows.append(harness.row(f"loader alone MLP b{batch}: batches/s / steps/s", loader / staged,
+                                note=f"{loader:.1f} batches/s = {loader * batch:.0f} examples/s"))
+        details[batch] = results
+    harness.finish(args, "input_pipeline", rows, details, load_start)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Model FLOPs utilisation of the decoder on a GPU: FLOPs per token x tokens/s over the device's peak.
+
+    python scripts/bench/mfu.py [--peak 989e12] [--layers 24 --embed 2048 ...]   # on a GPU machine
+    python scripts/bench/mfu.py --allow-cpu --layers 2 --embed 64 --heads 4 --mlp 256 --seq 64 --batch 4 --vocab 256
+
+Skipped (a row saying so) when JAX sees no GPU, unless --allow-cpu (only to check the arithmetic). The step is
+jtrain's own: `make_train_step` with the masked sequence loss, AdamW, the decoder in bfloat16 (parameters in
+float32), jitted with the state donated; random tokens, since speed does not depend on them.
+
+FLOPs per token (PaLM's appendix B convention): 6 x (parameters in matrix products: all but the token and
+position tables) + 12 x layers x sequence length x embed (attention scores and values, forward and backward).
+Recomputation (remat) is not counted: this is model FLOPs, not hardware FLOPs. Default peak: H100 SXM bf16
+dense, 989 TFLOP/s. Target >= 50%.
+"""
+
+from __future__ import annotations
+
+import time
+
+import harness
+
+TARGET = 0.5
+
+
+def main() -> None:
+    p = harness.parser(__doc__.splitlines()[0])
+    p.add_argument("--peak", type=float, default=989e12, help="device peak FLOP/s in the model's dtype")
+    p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (checks the arithmetic only)")
+    p.add_argument("--layers", type=int, default=24)
+    p.add_argument("--embed", type=int, default=2048)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--mlp", type=int, default=8192)
+    p.add_argument("--seq", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--remat", action="store_true")
+    args = p.parse_args()
+    load_start = harness.load()
+
+    import jax
+
+    platform = jax.devices()[0].platform
+    if platform != "gpu" and not args.allow_cpu:
+        row = harness.row("decoder MFU (bf16, GPU)", None, target=f">= {TARGET:.0%}",
+                          note=f"skipped: no GPU here (JAX platform {platform!r})")
+        return harness.finish(args, "mfu", [row], {}, load_start)
+    if args.quick:
+        args.layers, args.embed, args.heads, args.mlp, args.seq, args.batch, args.vocab, args.steps = \
+            2, 64, 4, 256, 64, 4, 256, 3
+
+    import jax.numpy as jnp
+    import optax
+
+    from jtrain import config as config_lib, losses, models
+    from jtrain.state import init_state
+    from jtrain.step import make_train_step
+
+    config = config_lib.default_config()
+    config_lib.apply_overrides(config, [
+        "model.name=decoder", f"model.vocab_size={args.vocab}", f"model.num_layers={args.layers}",
+        f"model.num_heads={args.heads}", f"model.embed_dim={args.embed}", f"model.mlp_dim={args.mlp}",
+        f"model.max_len={args.seq}", "model.dtype=bfloat16", "model.scan_layers=True", f"model.remat={args.remat}",
+        "loss.name=masked_sequence_cross_entropy"])
+    model = models.build(config.model, args.vocab)
+    loss_fn, task = losses.build(config.loss)
+    tx = optax.adamw(3e-4, weight_decay=0.1)
+    schedule = optax.constant_schedule(3e-4)
+    tokens = jax.random.randint(jax.random.key(0), (args.batch, args.seq + 1), 0, args.vocab)  # (B, T + 1)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "mask": jnp.ones((args.batch, args.seq), jnp.float32)}
+    state = jax.jit(lambda: init_state(model, tx, jax.random.key(1), batch["inputs"]))()
+    step = jax.jit(make_train_step(model, tx, loss_fn, task, schedule), donate_argnums=0)
+
+    flat = jax.tree_util.tree_flatten_with_path(state.params)[0]
+    tables = sum(x.size for path, x in flat if any(getattr(k, "key", "") in ("embed", "pos_embed") for k in path))
+    matmul_params = sum(x.size for _, x in flat) - tables
+    flops_per_token = 6 * matmul_params + 12 * args.layers * args.seq * args.embed
+
+    for _ in range(3):  # compile and warm up
+        state, metrics = step(state, batch)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        state, metrics = step(state, batch)
+    jax.block_until_ready(state)
+    tokens_per_sec = args.steps * args.batch * args.seq / (time.perf_counter() - start)
+    mfu = flops_per_token * tokens_per_sec / args.peak
+    row = harness.row(f"decoder MFU (bf16, {jax.devices()[0].device_kind})", mfu * 100, unit="%",
+                      target=f">= {TARGET:.0%}", met=mfu >= TARGET if platform == "gpu" else None,
+                      note=f"{tokens_per_sec:,.0f} tokens/s x {flops_per_token:.3g} FLOP/token over "
+                           f"{args.peak:.3g} FLOP/s; {matmul_params:,} matmul parameters")
+    harness.finish(args, "mfu", [row], {"tokens_per_sec": tokens_per_sec, "flops_per_token": flops_per_token},
+                   load_start)
+
+
+if __name__ == "__main__":
+    main()

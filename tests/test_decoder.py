@@ -1,0 +1,118 @@
+"""The GPT-style decoder (jtrain/models/decoder.py) on one device: shapes, causality, scan/remat, annotations."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jtrain import config as config_lib, models, sharding
+from jtrain.errors import ConfigError
+from jtrain.models.decoder import Decoder
+
+SMALL = dict(vocab_size=32, num_layers=2, num_heads=4, embed_dim=32, mlp_dim=64, max_len=16)
+
+
+def init(model, tokens):
+    # Jitted: compiling the init is quicker than running it op by op.
+    return nn.unbox(jax.jit(lambda t: model.init(jax.random.key(0), t, train=False))(tokens))["params"]
+
+
+def tokens(batch=2, length=16, seed=1):
+    return jax.random.randint(jax.random.key(seed), (batch, length), 0, SMALL["vocab_size"])
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_logits_shape_dtype_and_causality(position):
+    model = Decoder(**SMALL, position=position)
+    x = tokens()
+    params = init(model, x)
+    apply = jax.jit(lambda t: model.apply({"params": params}, t, train=False))
+    logits = apply(x)
+    assert logits.shape == (2, 16, 32) and logits.dtype == jnp.float32
+    # Changing token 10 changes no prediction before position 10, and does change the one at 10.
+    changed = x.at[:, 10].set((x[:, 10] + 1) % SMALL["vocab_size"])
+    other = apply(changed)
+    np.testing.assert_allclose(other[:, :10], logits[:, :10], atol=1e-6)
+    assert not np.allclose(other[:, 10], logits[:, 10])
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_logits():
+    model = Decoder(**SMALL, dtype=jnp.bfloat16)
+    params = jax.eval_shape(lambda: init(model, tokens()))
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    assert jax.eval_shape(lambda p: model.apply({"params": p}, tokens(), train=False), params).dtype == jnp.float32
+
+
+def test_scan_stacks_layers_and_remat_changes_no_number():
+    x = tokens()
+    plain = jax.eval_shape(lambda: init(Decoder(**SMALL), x))
+    scanned = init(Decoder(**SMALL, scan_layers=True), x)
+    assert sum(a.size for a in jax.tree.leaves(plain)) == sum(a.size for a in jax.tree.leaves(scanned))
+    assert scanned["layers"]["mlp_in"]["kernel"].shape == (2, 32, 64)  # (layers, embed, mlp)
+
+    def grads(model):
+        return jax.jit(jax.grad(lambda p: model.apply({"params": p}, x, train=False).sum()))(scanned)
+
+    # Rematerialisation recomputes the forward pass in the backward one: the same gradients.
+    a, b = grads(Decoder(**SMALL, scan_layers=True)), grads(Decoder(**SMALL, scan_layers=True, remat=True))
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+
+
+def test_every_parameter_is_named_and_every_name_has_a_default_rule():
+    rules = sharding.parse_rules(config_lib.default_config().mesh.rules)
+    for scan in (False, True):
+        axes = sharding.logical_axes(Decoder(**SMALL, scan_layers=scan), tokens())
+        params = jax.eval_shape(lambda: init(Decoder(**SMALL, scan_layers=scan), tokens()))
+        assert len(axes) == len(jax.tree.leaves(params))
+        names = {n for names in axes.values() for n in names if n is not None}
+        assert names <= set(rules.table)
+        assert names >= {"vocab", "embed", "heads", "kv", "mlp"} | ({"layers"} if scan else set())
+
+
+def test_registered_as_decoder_and_config_mistakes_name_the_key():
+    config = config_lib.default_config()
+    config_lib.apply_overrides(config, ["model.name=decoder", "model.vocab_size=32", "model.embed_dim=32",
+                                        "model.mlp_dim=64", "model.max_len=16", "model.position=rotary"])
+    model = models.build(config.model, num_outputs=10)
+    assert isinstance(model, Decoder) and model.vocab_size == 32  # model.vocab_size wins over the dataset's
+    config_lib.apply_overrides(config, ["model.vocab_size=0"])
+    assert models.build(config.model, num_outputs=10).vocab_size == 10
+    for override, key in [("model.num_heads=5", "model.embed_dim"), ("model.position=alibi", "model.position")]:
+        bad = config.copy_and_resolve_references()
+        config_lib.apply_overrides(bad, [override])
+        with pytest.raises(ConfigError, match=f"'{key}'"):
+            models.build(bad.model, 10)
+    with pytest.raises(ConfigError, match="'model.max_len': sequence length 17 exceeds"):
+        model.init(jax.random.key(0), tokens(length=17), train=False)
+
+
+def test_a_few_steps_learn_a_counting_sequence():
+    """Masked next-token cross-entropy on (next = previous + 1) sequences: the loss falls fast."""
+    model = Decoder(**SMALL, position="rotary", scan_layers=True)
+    start = jax.random.randint(jax.random.key(2), (16, 1), 0, 32)
+    seq = (start + jnp.arange(17)) % 32  # (B, T + 1)
+    mask = (jnp.arange(16) < 12).astype(jnp.float32)[None].repeat(16, 0)  # (B, T): the tail is padding
+    params = init(model, seq[:, :-1])
+    tx = optax.adam(3e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        def loss_of(p):
+            logits = model.apply({"params": p}, seq[:, :-1], train=False)  # (B, T, V)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, seq[:, 1:])  # (B, T)
+            return (losses * mask).sum() / mask.sum()
+
+        loss, grads = jax.value_and_grad(loss_of)(params)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for _ in range(30):
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(float(loss))
+    assert losses[0] > 3.0 and losses[-1] < 0.5 * losses[0], losses

@@ -1,0 +1,74 @@
+"""LoRA: the adapted model starts as the base model, training with the backbone frozen changes only the adapters
+and the head, and the merged export computes what the adapted model computes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jtrain import config as config_lib
+from jtrain import lora, models, optim, pretrained
+from jtrain.errors import ConfigError
+from jtrain.losses import softmax_cross_entropy
+from jtrain.models import bert
+from jtrain.policy import param_paths
+from jtrain.state import init_state
+from jtrain.step import make_train_step
+
+
+def tiny_config(rank: int = 2):
+    c = config_lib.default_config()
+    c.model.name = "bert"
+    c.model.vocab_size, c.model.num_layers, c.model.num_heads = 40, 2, 2
+    c.model.embed_dim, c.model.mlp_dim, c.model.max_len, c.model.dropout = 16, 32, 8, 0.0
+    c.model.lora_rank, c.model.lora_alpha = rank, 4.0
+    c.model.lora_targets = r"encoder/layer_\d+/(query|value)/kernel"
+    return c
+
+
+TOKENS = jnp.asarray([[3, 7, 9, 2, 0, 0], [5, 6, 1, 8, 4, 2]], jnp.float32)  # (B, T), 0 = padding
+
+
+def test_adapters_start_at_zero_and_train_alone_with_the_backbone_frozen(tmp_path):
+    c = tiny_config()
+    model = models.build(c.model, 3)
+    base = models.build(tiny_config(rank=0).model, 3)
+    c.optim.policy = ("(?!lora/|head/).*=frozen",)
+    c.optim.learning_rate = 1e-2
+    tx, schedule = optim.build(c.optim, c.schedule, 10)
+    state = jax.jit(lambda: init_state(model, tx, jax.random.key(0), TOKENS))()
+    assert "lora/encoder/layer_1/value/kernel/b" in param_paths(state.params)
+    # B = 0: the adapted model is the base model.
+    run_base = jax.jit(lambda params: base.apply({"params": params}, TOKENS, train=False))
+    run_adapted = jax.jit(lambda params: model.apply({"params": params}, TOKENS, train=False))
+    base_params = {k: v for k, v in state.params.items() if k != "lora"}
+    np.testing.assert_array_equal(run_adapted(state.params), run_base(base_params))
+
+    step = jax.jit(make_train_step(model, tx, softmax_cross_entropy(), "classification", schedule))
+    trained = state
+    for _ in range(3):
+        trained, _ = step(trained, {"inputs": TOKENS, "targets": jnp.asarray([0, 2])})
+    changed = {p for p, a, b in zip(param_paths(state.params), jax.tree.leaves(state.params),
+                                    jax.tree.leaves(trained.params)) if not np.array_equal(a, b)}
+    assert changed and all(p.startswith(("lora/", "head/")) for p in changed), changed
+    assert "lora/encoder/layer_0/query/kernel/b" in changed
+
+    # Merged weights: a plain BERT computing the adapted model's outputs, exported in the Hugging Face layout.
+    merged = lora.merge(trained.params, c.model.lora_rank, c.model.lora_alpha)
+    adapted = run_adapted(trained.params)
+    np.testing.assert_allclose(run_base(merged), adapted, atol=1e-6)
+    out = bert.export_hf(merged, c.model, str(tmp_path / "merged"))
+    init = c.init
+    init.pretrained = out
+    loaded, report = pretrained.load(init, {"params": jax.tree.map(jnp.zeros_like, merged)}, log=False)
+    assert report.problems() == []
+    np.testing.assert_allclose(run_base(loaded["params"]), adapted, atol=1e-6)
+
+
+def test_targets_that_match_nothing_are_one_line_errors():
+    c = tiny_config()
+    c.model.lora_targets = "nothing/.*"
+    with pytest.raises(ConfigError, match="model.lora_targets"):
+        jax.eval_shape(lambda: models.build(c.model, 3).init({"params": jax.random.key(0)}, TOKENS, train=False))
