@@ -25,7 +25,9 @@ def get_config():
     config.model.dtype = "bfloat16"
     config.model.scan_layers = True
     config.model.remat = True
-    config.data.batch_size = 256  # sequences of max_len tokens per step: 0.5M tokens
+    config.data.batch_size = 256  # sequences of 2,048 tokens per step: 0.5M tokens
+    config.data.seq_len = 2048
+    config.loss.name = "masked_sequence_cross_entropy"
     config.train.steps = 10000
     config.optim.name = "adamw"
     config.optim.learning_rate = 3e-4

@@ -104,20 +104,21 @@ def batch_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
         vocab = config.model.vocab_size
         if vocab <= 0:
             raise ConfigError("config key 'model.vocab_size': jtrain plan needs the decoder's vocabulary size")
-        return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab,
-                           input_shape=(config.model.max_len,), input_key="tokens", target_key="tokens", scale=1.0,
-                           mean=0.0, std=1.0)
+        length = min(config.data.seq_len or config.model.max_len, config.model.max_len)
+        return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab, input_shape=(length,),
+                           input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0)
     return data_lib.get_spec(config.data.name)
 
 
 def abstract_batch(config: ml_collections.ConfigDict, spec: DatasetSpec, mesh) -> dict:
     """The global training batch as shapes, split over the batch axes like `Run.put_batch`."""
     b, sh = config.data.batch_size, mesh_lib.batch_sharding(mesh)
-    if spec.name == "tokens":  # next-token prediction: inputs and targets (B, T) int32
+    if spec.name == "tokens":  # next-token prediction, as jtrain/data/text.py batches it: (B, T) each
         return {"inputs": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.int32, sharding=sh),
-                "targets": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.int32, sharding=sh)}
+                "targets": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.int32, sharding=sh),
+                "mask": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.float32, sharding=sh)}
     return {"inputs": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.float32, sharding=sh),  # (B, H, W, C)
-            "targets": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=sh)}
+            "targets": jax.ShapeDtypeStruct((b,), jnp.dtype(spec.target_dtype), sharding=sh)}  # labels or values
 
 
 # ---------------------------------------------------------------- the plan
@@ -221,8 +222,9 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16
 
 def format_plan(result: dict) -> str:
     size = sharding.format_bytes
-    lines = [f"plan: {result['parameters']:,} parameters on {result['devices']} devices ({result['platform']}, "
-             f"{result['device_kind']}), mesh {result['mesh']}, batch "
+    where = dict.fromkeys([result["platform"], result["device_kind"]])  # "cpu" once, "v5e:16x16, TPU v5 lite"
+    lines = [f"plan: {result['parameters']:,} parameters on {result['devices']} devices ({', '.join(where)}), "
+             f"mesh {result['mesh']}, batch "
              + ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in result["batch"].items()),
              "", result["sharding"]]
     if "memory" in result:

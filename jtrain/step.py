@@ -37,8 +37,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
         def loss_of(params, batch, model_state, dropout_rng):  # batch: the step's batch or one micro-batch of it
             variables = {"params": params, **model_state}
             outputs, new_model_state = model.apply(
-                variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable
-            )  # outputs (B, num_outputs)
+                variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable,
+                **_packing(batch))  # outputs (B, num_outputs)
             if task == "sequence":  # the mean over real tokens: the mask drops padding (and SFT prompts)
                 loss = token_mean(loss_fn(outputs, batch["targets"], batch["mask"]), batch["mask"])
             else:
@@ -74,7 +74,7 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str, top_k: int = 0)
 
     def eval_step(state: TrainState, batch: Batch) -> dict:
         variables = {"params": state.params, **state.model_state}
-        outputs = model.apply(variables, batch["inputs"], train=False)  # (B, num_outputs)
+        outputs = model.apply(variables, batch["inputs"], train=False, **_packing(batch))  # (B, num_outputs)
         if task == "sequence" and batch["mask"].ndim == 2:  # (B, T) token mask: per-row means over real tokens
             losses = loss_fn(outputs, batch["targets"], batch["mask"])  # (B,)
         else:
@@ -82,3 +82,8 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str, top_k: int = 0)
         return sums_fn(outputs, batch["targets"], batch["mask"], losses)
 
     return eval_step
+
+
+def _packing(batch: Batch) -> dict:
+    """Packed sequences (SFT, jtrain/data/sft.py) carry segment_ids for the decoder; other batches nothing."""
+    return {"segment_ids": batch["segment_ids"]} if "segment_ids" in batch else {}

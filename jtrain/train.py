@@ -88,7 +88,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{'resuming at step ' + str(start) + ' of ' if start else ''}{total} steps -> {workdir}"
         )
         if config.mesh.report or sharding_lib.is_sharded(run.state_shardings):  # the table, only when it says something
-            progress.write(sharding_lib.report(run.abstract_state, run.state_shardings, max_rows=40))
+            progress.write(sharding_lib.report(run.abstract_state, run.state_shardings, max_rows=20))
 
     # ------------------------------------------------------------------ loop
     pending: list[dict] = []  # per-step metrics since the last fetch, still on device

@@ -107,7 +107,7 @@ def test_plan_compiles_the_decoder_step_for_eight_devices():
     plan = _start(["-m", "jtrain", "plan", "--config", "experiments/decoder_1b_plan.py", "--devices", "8", *DECODER,
                    "--config.mesh.fsdp=4", "--config.mesh.tensor=2"], 1)  # this process has 1: plan makes its own 8
     out, _ = _finish(plan)
-    assert "on 8 devices (cpu" in out and "mesh {'data': 1, 'fsdp': 4, 'tensor': 2}" in out
+    assert "on 8 devices (cpu)" in out and "mesh {'data': 1, 'fsdp': 4, 'tensor': 2}" in out
     assert re.search(r"layers/mlp_in/kernel +2x64x256 +\(-, fsdp, tensor\)", out)  # the sharding table
     for line in ("arguments", "temporaries", "outputs", "FLOPs per step", "all-gather"):
         assert line in out, line

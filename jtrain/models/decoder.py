@@ -54,14 +54,16 @@ def _layer_norm(dtype, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(dtype=dtype, name=name, scale_init=scale_init, bias_init=_zeros(("embed",)))
 
 
-def rotary(x: jax.Array, offset=0) -> jax.Array:
+def rotary(x: jax.Array, offset=0, positions: jax.Array | None = None) -> jax.Array:
     """Rotary position embedding of queries or keys (B, T, H, D): pairs (i, i + D/2) rotate by position * freq_i.
-    `offset` is the position of the first row (decoding with a cache continues where it stopped)."""
+    `offset` is the position of the first row (decoding with a cache continues where it stopped); `positions`
+    (B, T), when given, are each token's own (packed sequences restart at 0 in every segment)."""
     _, t, _, d = x.shape
     half = d // 2
     freq = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))  # (D/2,)
-    angles = (jnp.arange(t, dtype=jnp.float32) + offset)[:, None] * freq[None, :]  # (T, D/2)
-    sin, cos = jnp.sin(angles)[None, :, None, :], jnp.cos(angles)[None, :, None, :]  # (1, T, 1, D/2)
+    pos = jnp.arange(t, dtype=jnp.float32)[None] + offset if positions is None else positions.astype(jnp.float32)
+    angles = pos[..., None] * freq  # (1 or B, T, D/2)
+    sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]  # (1 or B, T, 1, D/2)
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)  # (B, T, H, D/2) each
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)  # (B, T, H, D)
 
@@ -80,7 +82,8 @@ class Block(nn.Module):
     max_len: int = 0  # cache length when decode
 
     @nn.compact
-    def __call__(self, x: jax.Array, _) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, packing: tuple[jax.Array, jax.Array] | None) -> tuple[jax.Array, None]:
+        # packing: None, or (segment_ids, positions) (B, T) each for packed sequences (see Decoder)
         _, t, e = x.shape  # (B, T, E)
         h, d = self.num_heads, e // self.num_heads
         out_std = 0.02 / math.sqrt(2 * self.num_layers)
@@ -94,13 +97,18 @@ class Block(nn.Module):
         if self.decode:  # the new rows sit at positions index .. index + T - 1
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
             offset = index.value
+        positions = None if packing is None else packing[1]
         if self.position == "rotary":
-            q, k = rotary(q, offset), rotary(k, offset)
+            q, k = rotary(q, offset, positions), rotary(k, offset, positions)
         if self.decode:
             k, v, causal = self._cached(k, v, offset)  # (B, L, H, D) keys/values of every position so far
             index.value = offset + t
         else:
             causal = jnp.tril(jnp.ones((t, t), dtype=bool))  # (T, T): query i sees keys <= i
+            if packing is not None:  # ... and only keys of its own segment: packed examples never see each other
+                segments = packing[0]
+                same = segments[:, None, :, None] == segments[:, None, None, :]  # (B, 1, T, T)
+                causal = causal[None, None] & same
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)  # (B, H, T, T or L)
         scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # (B, H, T, T), softmax in float32
@@ -148,11 +156,21 @@ class Decoder(nn.Module):
     decode: bool = False  # incremental decoding with a key-value cache (model.clone(decode=True), jtrain/sample.py)
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, tokens: jax.Array, *, train: bool, segment_ids: jax.Array | None = None) -> jax.Array:
+        """`segment_ids` (B, T) marks packed examples (SFT): attention stays inside a segment and positions restart
+        at 0 in each one. None (pretraining) lets a row attend across documents."""
         tokens = tokens.astype(jnp.int32)  # (B, T); jtrain's shape-only init passes float zeros
         t = tokens.shape[1]
         if t > self.max_len:
             raise ConfigError(f"config key 'model.max_len': sequence length {t} exceeds model.max_len={self.max_len}")
+        packing = None
+        if segment_ids is not None:
+            segment_ids = segment_ids.astype(jnp.int32)  # (B, T)
+            index = jnp.broadcast_to(jnp.arange(t), segment_ids.shape)  # (B, T)
+            first = jnp.ones_like(segment_ids[:, :1], bool)  # (B, 1)
+            starts = jnp.concatenate([first, segment_ids[:, 1:] != segment_ids[:, :-1]], 1)  # (B, T) segment starts
+            positions = index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # (B, T) offset in its segment
+            packing = (segment_ids, positions)
         x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
                      embedding_init=_init(0.02, ("vocab", "embed")))(tokens)  # (B, T, E)
         if self.position == "learned":
@@ -163,7 +181,7 @@ class Decoder(nn.Module):
                 x = x + jax.lax.dynamic_slice_in_dim(table, index.value, t)[None].astype(self.dtype)
                 index.value = index.value + t
             else:
-                x = x + table[None, :t].astype(self.dtype)
+                x = x + (table[None, :t] if segment_ids is None else table[positions]).astype(self.dtype)
         # Pin the batch split of activations: otherwise the partitioner may follow FSDP-split weights instead.
         x = constrain(nn.Dropout(self.dropout, deterministic=not train)(x), ("batch", None, "embed"))
 
@@ -178,11 +196,12 @@ class Decoder(nn.Module):
         if self.scan_layers:
             stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},  # cache: one per layer when decoding
                             split_rngs={"params": True, "dropout": True},
+                            in_axes=nn.broadcast,  # every layer sees the same packing
                             length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = stack(**kwargs, name="layers")(x, None)  # params stacked: (num_layers, ...)
+            x, _ = stack(**kwargs, name="layers")(x, packing)  # params stacked: (num_layers, ...)
         else:
             for i in range(self.num_layers):
-                x, _ = block(**kwargs, name=f"block_{i}")(x, None)
+                x, _ = block(**kwargs, name=f"block_{i}")(x, packing)
 
         x = _layer_norm(self.dtype, "ln_final")(x)
         # The head computes in float32 so the loss sees full-precision logits.

@@ -134,6 +134,7 @@ def main() -> None:
     print("patches vs nn.Conv:", equivalence)
     repeats = 1 if args.quick else args.repeats
     rows, details = [], {"equivalence": equivalence}
+    tmp = harness.scratch_dir("conv")
     for shape_name in SHAPES:
         steps = 5 if args.quick else (400 if shape_name == "digits_b32" else 15)
         variants = {v: (v, "default") for v in ("lax", "patches", "reshape_pool", "patches+reshape_pool")}
@@ -144,7 +145,9 @@ def main() -> None:
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 impl, flag = variants[name]
-                env = harness.worker_env(XLA_FLAGS=FLAGS[flag]) if FLAGS[flag] else harness.worker_env()
+                env = harness.cached_compile_env(tmp.name)  # XLA flags are part of the cache key
+                if FLAGS[flag]:
+                    env["XLA_FLAGS"] = FLAGS[flag]
                 try:
                     results[name].append(harness.run_worker(["scripts/bench/conv_cpu.py", "--worker", impl, shape_name,
                                                              str(steps)], env=env))
@@ -158,6 +161,7 @@ def main() -> None:
                 rows.append(harness.row(f"conv {shape_name}: {name} / nn.Conv", speed / base,
                                         note=f"{speed:.1f} vs {base:.1f} steps/s"))
         details[shape_name] = results
+    tmp.cleanup()
     harness.finish(args, "conv_cpu", rows, details, load_start)
 
 

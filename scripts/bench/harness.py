@@ -35,6 +35,14 @@ def worker_env(**extra: str) -> dict:
     return env
 
 
+def cached_compile_env(directory: str) -> dict:
+    """worker_env with JAX's persistent compilation cache in `directory`: a repeat loads the executables the
+    first run compiled instead of compiling again. Only for steady-state measurements (compilation is not
+    timed there); start-up and time-to-accuracy compile from scratch as a user's first run does."""
+    return worker_env(JAX_COMPILATION_CACHE_DIR=os.path.join(directory, "jax_cache"),
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
 def run_worker(argv: list[str], timeout: float = 600, env: dict | None = None) -> dict:
     """Runs `python argv...` in a fresh process; returns its RESULT dict plus `wall_s` (the whole process)."""
     start = time.perf_counter()
@@ -61,14 +69,15 @@ def emit(result: dict) -> None:
     print(RESULT + json.dumps(result), flush=True)
 
 
-def alternate(contenders: dict[str, list[str]], repeats: int, log=print) -> dict[str, list[dict]]:
+def alternate(contenders: dict[str, list[str]], repeats: int, env: dict | None = None, log=print
+              ) -> dict[str, list[dict]]:
     """Runs each contender's worker `repeats` times, rotating the order each round (A B C, B C A, C A B, ...)."""
     names = list(contenders)
     out: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            result = run_worker(contenders[name])
+            result = run_worker(contenders[name], env=env)
             out[name].append(result)
             shown = {key: round(v, 4) if isinstance(v, float) else v for key, v in result.items()
                      if not isinstance(v, (list, dict))}
@@ -78,6 +87,11 @@ def alternate(contenders: dict[str, list[str]], repeats: int, log=print) -> dict
 
 def median(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
+
+
+def rate(x: float) -> str:
+    """A speed with three significant digits: 12600, 131, 0.717."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def load() -> float:
@@ -113,6 +127,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny step counts and 1 repeat: checks that it runs")
     p.add_argument("--repeats", type=int, default=3, help="fresh-process repeats per contender (median reported)")
     p.add_argument("--json", default="", help="also write the result rows and details to this file")
+    p.add_argument("--share", default="", help=argparse.SUPPRESS)  # run_all.py: overhead.py and peers.py share runs
     return p
 
 

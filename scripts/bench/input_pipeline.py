@@ -1,6 +1,6 @@
 """Input pipeline: jtrain's real TFDS + grain path against batches staged on the device, MLP at batch 128 and 1024.
 
-    python scripts/bench/input_pipeline.py [--quick] [--repeats 3] [--json out.json]
+    python scripts/bench/input_pipeline.py [--quick] [--repeats 3] [--json out.json] [--diagnose]
 
 Each measurement is a fresh worker that builds the run with `jtrain.components.build` and times steady-state
 steps of `run.train_step` (the loop's jitted, donated step) fed in one of three ways:
@@ -17,19 +17,20 @@ import time
 
 import harness
 
-BATCHES = (128, 1024)
-STEPS = {128: 300, 1024: 60}
-QUICK_STEPS = {128: 20, 1024: 5}
+# (workload, batch size) -> steps timed. --diagnose adds the other workloads at their own batch sizes, to split
+# overhead.py's gap into the step's cost (staged) and the input's (pipeline).
+CASES = {("mlp", 128): 150, ("mlp", 1024): 25}
+DIAGNOSE = {("tiny", 8): 2000, ("cnn", 32): 500}
 TARGET = 0.97
 
 
-def worker(mode: str, batch: int, steps: int) -> None:
+def worker(mode: str, workload: str, batch: int, steps: int) -> None:
     import jax
 
     from jtrain import components, data as data_lib
     from workloads import jtrain_config
 
-    config = jtrain_config("mlp", steps, [f"data.batch_size={batch}"])
+    config = jtrain_config(workload, steps, [f"data.batch_size={batch}"])
     run = components.build(config)
     batches = iter(data_lib.train_dataset(run.data, config.data, config.seed))
     warmup = 5
@@ -60,24 +61,31 @@ def worker(mode: str, batch: int, steps: int) -> None:
 
 def main() -> None:
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--worker", nargs=3, metavar=("MODE", "BATCH", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("--diagnose", action="store_true", help="also the tiny MLP and the CNN (not in make bench)")
+    p.add_argument("--worker", nargs=4, metavar=("MODE", "WORKLOAD", "BATCH", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker[0], int(args.worker[1]), int(args.worker[2]))
+        mode, workload, batch, steps = args.worker
+        return worker(mode, workload, int(batch), int(steps))
     load_start = harness.load()
     repeats = 1 if args.quick else args.repeats
     rows, details = [], {}
-    for batch in BATCHES:
-        steps = (QUICK_STEPS if args.quick else STEPS)[batch]
-        print(f"input pipeline, MLP batch {batch}:")
-        argv = lambda mode: ["scripts/bench/input_pipeline.py", "--worker", mode, str(batch), str(steps)]
-        results = harness.alternate({m: argv(m) for m in ("pipeline", "staged", "loader")}, repeats)
-        pipe, staged, loader = (harness.median(results[m], "per_sec") for m in ("pipeline", "staged", "loader"))
-        rows.append(harness.row(f"input pipeline MLP b{batch}: real / staged", pipe / staged, target=f">= {TARGET}",
-                                met=pipe / staged >= TARGET, note=f"{pipe:.1f} vs {staged:.1f} steps/s"))
-        rows.append(harness.row(f"loader alone MLP b{batch}: batches/s / steps/s", loader / staged,
-                                note=f"{loader:.1f} batches/s = {loader * batch:.0f} examples/s"))
-        details[batch] = results
+    cases = {**CASES, **(DIAGNOSE if args.diagnose else {})}
+    with harness.scratch_dir("input") as tmp:
+        for (workload, batch), steps in cases.items():
+            steps = max(5, steps // 10) if args.quick else steps
+            name = f"{workload.upper() if workload == 'mlp' else workload} b{batch}"
+            print(f"input pipeline, {name}:")
+            argv = lambda mode: ["scripts/bench/input_pipeline.py", "--worker", mode, workload, str(batch), str(steps)]
+            results = harness.alternate({m: argv(m) for m in ("pipeline", "staged", "loader")}, repeats,
+                                        env=harness.cached_compile_env(tmp))
+            pipe, staged, loader = (harness.median(results[m], "per_sec") for m in ("pipeline", "staged", "loader"))
+            rows.append(harness.row(f"input pipeline {name}: real / staged", pipe / staged, target=f">= {TARGET}",
+                                    met=pipe / staged >= TARGET,
+                                    note=f"{harness.rate(pipe)} vs {harness.rate(staged)} steps/s"))
+            rows.append(harness.row(f"loader alone {name}: batches/s / steps/s", loader / staged,
+                                    note=f"{harness.rate(loader)} batches/s = {loader * batch:.0f} examples/s"))
+            details[f"{workload}_b{batch}"] = results
     harness.finish(args, "input_pipeline", rows, details, load_start)
 
 

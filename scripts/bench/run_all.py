@@ -57,7 +57,7 @@ def main() -> None:
         for name in chosen:
             out = os.path.join(tmp, f"{name}.json")
             argv = [sys.executable, os.path.join(harness.BENCH_DIR, f"{name}.py"), "--repeats", str(args.repeats),
-                    "--json", out] + (["--quick"] if args.quick else [])
+                    "--json", out, "--share", tmp] + (["--quick"] if args.quick else [])
             print(f"=== {name}", flush=True)
             t = time.perf_counter()
             code = subprocess.run(argv, cwd=harness.ROOT, env=harness.worker_env()).returncode

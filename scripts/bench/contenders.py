@@ -1,0 +1,38 @@
+"""The worker command of each contender in the speed comparisons (overhead.py, peers.py), with its run length.
+
+Run lengths give a few seconds of steady state on 2 CPU cores. The decoder's steps take ~0.7 s, so its jtrain
+run is short and logs every 5 steps (windows after the first, which holds compilation, must remain): jtrain
+pays for twenty times more log steps than the experiment's 100.
+"""
+
+from __future__ import annotations
+
+# workload -> (jtrain steps, jtrain log interval, hand-written steps, hand-written warm-up, Keras, PyTorch)
+FULL = {"tiny": (1000, 50, 20000, 20, None, None), "mlp": (200, 50, 300, 20, 240, 150),
+        "cnn": (500, 50, 1000, 20, 900, 600), "decoder": (15, 5, 8, 2, None, None)}
+QUICK = {"tiny": (120, 10, 200, 5, None, None), "mlp": (40, 10, 20, 5, 30, 10),
+         "cnn": (60, 10, 20, 5, 60, 30), "decoder": (6, 2, 2, 1, None, None)}
+PEER_WORKLOADS = ("mlp", "cnn")
+
+
+def jtrain(workload: str, workdir_parent: str, quick: bool) -> list[str]:
+    """jtrain's real loop, with an async checkpoint halfway (see jtrain_loop.py)."""
+    steps, log_every, *_ = (QUICK if quick else FULL)[workload]
+    return ["scripts/bench/jtrain_loop.py", "--workload", workload, "--steps", str(steps), "--log-every",
+            str(log_every), "--checkpoint-every", str(steps // 2), "--workdir-parent", workdir_parent]
+
+
+def handwritten(workload: str, npz: str, quick: bool) -> list[str]:
+    _, _, steps, warmup, *_ = (QUICK if quick else FULL)[workload]
+    return ["scripts/bench/handwritten.py", "--workload", workload, "--data", npz, "--steps", str(steps),
+            "--warmup", str(warmup)]
+
+
+def peers(workload: str, npz: str, quick: bool) -> dict[str, list[str]]:
+    *_, keras_steps, torch_steps = (QUICK if quick else FULL)[workload]
+    return {
+        "keras": ["scripts/bench/keras_peer.py", "speed", "--workload", workload, "--data", npz,
+                  "--steps", str(keras_steps)],
+        "pytorch": ["scripts/bench/torch_peer.py", "speed", "--workload", workload, "--data", npz,
+                    "--steps", str(torch_steps)],
+    }
