@@ -17,7 +17,7 @@ def get_config():
     config.model.conv_features = (32, 64)
     config.model.dense_features = 256
     config.model.dropout = 0.25
-    config.train.epochs = 3.0
+    config.train.epochs = 4.0
     config.train.log_every_steps = 100
     config.eval.every_steps = 500
     config.optim.name = "adamw"

@@ -64,6 +64,37 @@ def test_two_processes_match_one_process_and_checkpoint_restores_in_one(digits_d
     assert json.loads(evaluated.stdout.strip().splitlines()[-1])["loss"] == pytest.approx(s2["test"]["loss"], rel=1e-5)
 
 
+DECODER = ["train", "--config", "experiments/shakespeare_char_gpt.py", "--config.data.seq_len=32",
+           "--config.model.max_len=32", "--config.data.batch_size=16", "--config.data.eval_batch_size=64",
+           "--config.model.num_layers=2", "--config.model.embed_dim=32", "--config.model.mlp_dim=64",
+           "--config.model.num_heads=2", "--config.train.steps=20", "--config.train.log_every_steps=5",
+           "--config.eval.every_steps=0", "--config.checkpoint.every_steps=0", "--config.data.splits.val=val[:1]",
+           "--config.data.splits.test=none", "--config.data.augment="]
+
+
+@pytest.fixture(scope="module")
+def text_data_dir(tmp_path_factory) -> str:
+    from jtrain.data import registry
+
+    path = str(tmp_path_factory.mktemp("tfds_text"))
+    registry.prepare("shakespeare_char", path)
+    return path
+
+
+def test_two_processes_train_the_decoder_like_one(text_data_dir, tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    single = run_jtrain([*DECODER, "--workdir", one], text_data_dir,
+                        {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    procs = _start_pair([*DECODER, "--workdir", two], text_data_dir)
+    for p, (_, err) in zip(procs, [p.communicate(timeout=600) for p in procs]):
+        assert p.returncode == 0, err[-3000:]
+    a, b = _losses(one), _losses(two)
+    assert sorted(a) == sorted(b) == [5, 10, 15, 20]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+
+
 def test_killing_one_process_stops_the_other_within_60s(digits_data_dir, tmp_path):
     procs = _start_pair([*ARGS, "--workdir", str(tmp_path)], digits_data_dir,
                         ["--config.train.steps=100000", "--config.train.log_every_steps=1"])
