@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 
-from jtrain import checkpoint as checkpoint_lib
-from jtrain import components, config as config_lib, lm_metrics
+from jtrain import components, lm_metrics
 from jtrain import data as data_lib
 from jtrain import metrics as metrics_lib
+from jtrain import workdir as workdir_lib
 from jtrain.errors import UserError
 
 
@@ -30,27 +28,14 @@ def evaluate_split(run: components.Run, state, role: str) -> dict:
 def evaluate(workdir: str, split: str = "test", step: int | None = None) -> dict:
     """Evaluates a run's checkpoint (the latest unless `step`) on `split`: a role (train / val / test)
     of the run's config or any TFDS split spec of its dataset (e.g. "train[:10%]")."""
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise UserError(f"{config_path}: not found; is {workdir!r} a jtrain workdir?")
-    with open(config_path) as f:
-        config = config_lib.config_from_json(f.read())
+    config = workdir_lib.read_config(workdir)
     if split not in ("train", "val", "test"):
         with config.unlocked():
             config.data.splits.test = split
         split = "test"
     elif config.data.splits[split] == "none":
         raise UserError(f"split {split!r} is disabled in this run's config (data.splits.{split}='none')")
-    run = components.build(config)
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise UserError(f"{ckpt.directory}: no checkpoint to evaluate")
-        target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
-        state, _ = ckpt.restore(step, target)
-    finally:
-        ckpt.close()
+    run, state, step = workdir_lib.restore(workdir, config, step)
     report = evaluate_split(run, state, split)
-    report["step"] = int(step)
+    report["step"] = step
     return report

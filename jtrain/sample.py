@@ -12,7 +12,6 @@ becomes the new prompt, so any `max_tokens` works with a learned position table 
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -89,29 +88,14 @@ def generate(model, params, prompt: np.ndarray, max_tokens: int, key: jax.Array,
 
 def load_run(workdir: str, step: int | None = None):
     """(run, params) of a workdir's checkpoint (the latest unless `step`)."""
-    from jtrain import checkpoint as checkpoint_lib
-    from jtrain import components
-    from jtrain import config as config_lib
+    from jtrain import workdir as workdir_lib
 
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-        raise UserError(f"{config_path}: not found; is {workdir!r} a jtrain workdir?")
-    with open(config_path) as f:
-        config = config_lib.config_from_json(f.read())
+    config = workdir_lib.read_config(workdir)
     if config.model.name != "decoder" or not getattr(config.data, "name", ""):
         raise UserError(f"{workdir}: sampling needs a decoder run (model.name={config.model.name!r})")
-    run = components.build(config)
+    run, state, _ = workdir_lib.restore(workdir, config, step)
     if getattr(run.data, "tokenizer", None) is None:
         raise UserError(f"{workdir}: data.name={config.data.name!r} is not a text dataset; nothing to decode with")
-    ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep)
-    try:
-        step = ckpt.latest_step() if step is None else step
-        if step is None:
-            raise UserError(f"{ckpt.directory}: no checkpoint to sample from")
-        target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
-        state, _ = ckpt.restore(step, target)
-    finally:
-        ckpt.close()
     return run, state.params
 
 
