@@ -17,7 +17,6 @@ float32 rounding). Shapes: digits 8x8x1 at batch 32 (the default experiment) and
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import harness

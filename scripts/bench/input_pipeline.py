@@ -17,8 +17,8 @@ import time
 
 import harness
 
-# (workload, batch size) -> steps timed. --diagnose adds the other workloads at their own batch sizes, to split
-# overhead.py's gap into the step's cost (staged) and the input's (pipeline).
+# (workload, batch size) -> steps timed. --diagnose times the other workloads at their own batch sizes instead,
+# to split overhead.py's gap into the cost of jtrain's step (staged) and of its input (pipeline).
 CASES = {("mlp", 128): 150, ("mlp", 1024): 25}
 DIAGNOSE = {("tiny", 8): 2000, ("cnn", 32): 500}
 TARGET = 0.97
@@ -61,7 +61,7 @@ def worker(mode: str, workload: str, batch: int, steps: int) -> None:
 
 def main() -> None:
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--diagnose", action="store_true", help="also the tiny MLP and the CNN (not in make bench)")
+    p.add_argument("--diagnose", action="store_true", help="the tiny MLP and the CNN instead (not in make bench)")
     p.add_argument("--worker", nargs=4, metavar=("MODE", "WORKLOAD", "BATCH", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -70,7 +70,7 @@ def main() -> None:
     load_start = harness.load()
     repeats = 1 if args.quick else args.repeats
     rows, details = [], {}
-    cases = {**CASES, **(DIAGNOSE if args.diagnose else {})}
+    cases = DIAGNOSE if args.diagnose else CASES
     with harness.scratch_dir("input") as tmp:
         for (workload, batch), steps in cases.items():
             steps = max(5, steps // 10) if args.quick else steps
