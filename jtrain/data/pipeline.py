@@ -57,13 +57,8 @@ class Data:
         return len(self.sources[role])
 
 
-def load(config: ml_collections.ConfigDict) -> Data:
-    """Opens the sources of `config.data` (preparing the dataset on first use)."""
-    spec = registry.get_spec(config.name)
-    if spec.is_text:  # token streams packed into rows: their own reader (jtrain/data/text.py)
-        from jtrain.data import text
-
-        return text.load(config, spec)
+def resolve_splits(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> dict[str, str]:
+    """role (train / val / test) -> TFDS split spec: the config's, else the dataset's default; "none" drops it."""
     splits = {}
     for role in ("train", "val", "test"):
         chosen = config.splits[role] or spec.splits[role]
@@ -71,6 +66,17 @@ def load(config: ml_collections.ConfigDict) -> Data:
             splits[role] = chosen
     if "train" not in splits:
         raise ConfigError("config key 'data.splits.train': a training split is required")
+    return splits
+
+
+def load(config: ml_collections.ConfigDict) -> Data:
+    """Opens the sources of `config.data` (preparing the dataset on first use)."""
+    spec = registry.get_spec(config.name)
+    if spec.is_text:  # token streams packed into rows: their own reader (jtrain/data/text.py)
+        from jtrain.data import text
+
+        return text.load(config, spec)
+    splits = resolve_splits(config, spec)
     sources = {role: registry.data_source(spec.name, split, config.dir) for role, split in splits.items()}
     return Data(spec=spec, sources=sources, splits=splits, stats=training_stats(spec, sources["train"], config))
 

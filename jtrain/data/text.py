@@ -91,13 +91,9 @@ def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> TextD
     if config.seq_len <= 0:
         raise ConfigError(f"config key 'data.seq_len': must be > 0, got {config.seq_len}")
     tokenizer = load_tokenizer(spec, config.dir)
-    splits = {}
-    for role in ("train", "val", "test"):
-        chosen = config.splits[role] or spec.splits[role]
-        if chosen != "none":
-            splits[role] = chosen
-    if "train" not in splits:
-        raise ConfigError("config key 'data.splits.train': a training split is required")
+    from jtrain.data.pipeline import resolve_splits  # pipeline hands text datasets to this module
+
+    splits = resolve_splits(config, spec)
     sources, eval_sources, chars = {}, {}, {}
     for role, split in splits.items():
         stream = tokenizer.encode_documents(read_texts(spec.name, split, config.dir))  # (N,)
