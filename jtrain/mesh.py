@@ -42,8 +42,9 @@ def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
     return jax.make_mesh(shape, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES), devices=devices)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+    """The batch axis split over (data, fsdp); `stacked` batches (steps, B, ...) keep the steps axis whole."""
+    return NamedSharding(mesh, P(None, BATCH_AXES) if stacked else P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

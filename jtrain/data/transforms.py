@@ -31,24 +31,27 @@ def parse_augmentations(text: str) -> tuple[str, ...]:
 
 
 def augment(example: dict[str, np.ndarray], names: tuple[str, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random image augmentations; `rng` comes from grain, so the result is a function of (seed, index)."""
-    image = example["inputs"]  # (H, W, C) in [0, 1]
-    for name in names:
-        if name == "shift":
-            # Translate by up to 1/8 of the size: pad with zeros (background) and crop back.
-            pad = max(1, image.shape[0] // 8)
-            padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-            dy, dx = rng.integers(0, 2 * pad + 1, size=2)
-            image = padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
-        elif name == "flip":
-            if rng.random() < 0.5:
-                image = image[:, ::-1]
-        elif name == "noise":
-            image = np.clip(image + rng.normal(0.0, 0.05, image.shape).astype(np.float32), 0.0, 1.0)
-    return {**example, "inputs": np.ascontiguousarray(image, np.float32)}
+    """`augment_batch` on one (H, W, C) image."""
+    return {**example, "inputs": augment_batch({"inputs": example["inputs"][None]}, names, rng)["inputs"][0]}
 
 
 def augment_batch(batch: dict[str, np.ndarray], names: tuple[str, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """`augment` applied to every example of a batch, each with its own draws from `rng`."""
-    inputs = np.stack([augment({"inputs": x}, names, rng)["inputs"] for x in batch["inputs"]])
-    return {**batch, "inputs": inputs}
+    """Random image augmentations, each example with its own draws; `rng` comes from grain, so the result is a
+    function of (seed, batch position). Whole-batch NumPy: a Python loop per image would cost more than the step."""
+    images = batch["inputs"]  # (B, H, W, C) in [0, 1]
+    b, h, w = images.shape[:3]
+    for name in names:
+        if name == "shift":
+            # Translate by up to 1/8 of the size: pad with zeros (background) and crop back at a random offset.
+            pad = max(1, h // 8)
+            padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (B, H + 2p, W + 2p, C)
+            dy, dx = rng.integers(0, 2 * pad + 1, size=(2, b))  # (B,) each
+            rows = dy[:, None, None] + np.arange(h)[None, :, None]  # (B, H, 1)
+            cols = dx[:, None, None] + np.arange(w)[None, None, :]  # (B, 1, W)
+            images = padded[np.arange(b)[:, None, None], rows, cols]  # (B, H, W, C)
+        elif name == "flip":
+            flip = rng.random(b) < 0.5  # (B,)
+            images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+        elif name == "noise":
+            images = np.clip(images + rng.normal(0.0, 0.05, images.shape).astype(np.float32), 0.0, 1.0)
+    return {**batch, "inputs": np.ascontiguousarray(images, np.float32)}

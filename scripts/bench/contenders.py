@@ -8,9 +8,11 @@ pays for twenty times more log steps than the experiment's 100.
 from __future__ import annotations
 
 # workload -> (jtrain steps, jtrain log interval, hand-written steps, hand-written warm-up, Keras, PyTorch)
-FULL = {"tiny": (1000, 50, 20000, 20, None, None), "mlp": (200, 50, 300, 20, 240, 150),
+FULL = {"tiny": (1000, 50, 20000, 20, None, None), "tiny_multi": (6400, 640, 20000, 20, None, None),
+        "mlp": (200, 50, 300, 20, 240, 150),
         "cnn": (500, 50, 1000, 20, 900, 600), "decoder": (15, 5, 8, 2, None, None)}
-QUICK = {"tiny": (120, 10, 200, 5, None, None), "mlp": (40, 10, 20, 5, 30, 10),
+QUICK = {"tiny": (120, 10, 200, 5, None, None), "tiny_multi": (256, 64, 200, 5, None, None),
+         "mlp": (40, 10, 20, 5, 30, 10),
          "cnn": (60, 10, 20, 5, 60, 30), "decoder": (6, 2, 2, 1, None, None)}
 PEER_WORKLOADS = ("mlp", "cnn")
 

@@ -48,7 +48,9 @@ class CNN(nn.Module):
     def __call__(self, x, *, train):
         for features in self.conv:  # (B, H, W, C)
             x = nn.relu(nn.Conv(features, (3, 3), padding="SAME")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            # 2x2 max-pool as jtrain's CNN computes it (a reshape and a max); the sizes here are even.
+            b, h, w, c = x.shape
+            x = x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))  # (B, H/2, W/2, C)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         x = nn.relu(nn.Dense(self.dense)(x))

@@ -20,7 +20,9 @@ import contenders
 import harness
 from workloads import WORKLOADS
 
-TARGET = {"tiny": 0.8, "mlp": 0.98, "cnn": 0.98, "decoder": 0.98}
+# tiny_multi (32 steps per dispatch) is measured against the hand-written loop's one step per dispatch: the
+# option should take the tiny model past that single-step limit.
+TARGET = {"tiny": 0.8, "tiny_multi": 1.0, "mlp": 0.98, "cnn": 0.98, "decoder": 0.98}
 
 
 def main() -> None:

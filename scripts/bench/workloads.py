@@ -24,6 +24,11 @@ WORKLOADS = {
     "tiny": dict(base="", dataset="digits", batch=8, kind="mlp", hidden=(32,), dropout=0.0,
                  lr=1e-3, weight_decay=0.0, schedule="constant", warmup=0,
                  overrides=["data.name=digits", "data.batch_size=8", "model.name=mlp", "model.hidden_sizes=(32,)"]),
+    # The same, 32 steps per dispatch (train.steps_per_call): against the hand-written loop's one step per call.
+    "tiny_multi": dict(base="", dataset="digits", batch=8, kind="mlp", hidden=(32,), dropout=0.0,
+                       lr=1e-3, weight_decay=0.0, schedule="constant", warmup=0,
+                       overrides=["data.name=digits", "data.batch_size=8", "model.name=mlp",
+                                  "model.hidden_sizes=(32,)", "train.steps_per_call=32"]),
     "mlp": dict(base="", dataset="fashion_mnist", batch=128, kind="mlp", hidden=(512, 512), dropout=0.0,
                 lr=1e-3, weight_decay=0.0, schedule="constant", warmup=0,
                 overrides=["data.name=fashion_mnist", "data.batch_size=128", "model.name=mlp",
