@@ -1,8 +1,10 @@
-"""LoRA (Hu et al. 2021): low-rank adapters on chosen Dense kernels of any Linen model, and their merge.
+"""LoRA (Hu et al. 2021): low-rank adapters on chosen Dense kernels of any model, and their merge.
 
     W_eff = W + (alpha / r) * A @ B        W (in, out) frozen, A (in, r) ~ N(0, 1/in), B (r, out) = 0 at init
 
-`LoRA(base, targets, rank, alpha)` wraps a model without touching its code: `init` adds the adapters beside the
+`LoRA(base, targets, rank, alpha)` wraps a model without touching its code (a built-in one, your
+`package.module:factory` one, or an NNX module through `nnx_model`: only the Linen-style `init` / `apply`
+contract and the parameter tree's paths are used): `init` adds the adapters beside the
 base parameters under `lora/` (mirroring each kernel's path: `lora/encoder/layer_0/query/kernel/{a,b}`), and
 `apply` merges them into the kernels before calling the base model. Since B starts at zero, the wrapped model
 computes exactly the base model at init, and pretrained weights load into the base paths unchanged.
@@ -88,6 +90,9 @@ class LoRA:
         key = rngs["params"] if isinstance(rngs, dict) else rngs
         variables = dict(self.base.init(rngs, *args, **kwargs))
         params = dict(variables["params"])
+        if KEY in params:
+            raise ConfigError(f"config key 'model.lora_rank': the model already has parameters under {KEY!r}/, "
+                              f"where the adapters go")
         try:
             pattern = re.compile(self.targets)
         except re.error as e:

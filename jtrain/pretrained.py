@@ -15,13 +15,15 @@ Nothing is unpickled: Orbax, msgpack and safetensors hold plain arrays.
 Paths are the '/'-joined keys the policy table matches (`encoder/layer_0/query/kernel`); other collections than
 params are prefixed with their name (`batch_stats/BatchNorm_0/mean`). `init.rename` maps checkpoint paths to
 model paths (the first rule whose REGEX fullmatches, REPLACEMENT may use \\1 or \\g<name>); `init.skip` regexes
-(fullmatch) name model or checkpoint paths that are never loaded (a new head keeps its fresh initialisation).
+(fullmatch) name model or checkpoint paths that are never loaded (a new head keeps its fresh initialisation); a
+skip pattern that names no path at all is an error (a typo would otherwise load the old head, or fail later).
 
 Before any array is read, `plan` compares shapes from metadata alone and the report lists what will be loaded,
 what stays newly initialised, what the checkpoint has that the model does not use, and what mismatches.
 `init.strict` turns every problem (missing, unused, shape-mismatched) into one error listing them all;
 otherwise the report is printed and loading goes on with what matches (mismatched parameters keep their fresh
-values). Dtypes are cast to the model's.
+values). Dtypes are cast to the model's. `jtrain train` / `finetune` also write the report into the workdir:
+load_report.json (the lists, and `problems`) and load_report.txt (every path, one per line).
 """
 
 from __future__ import annotations
@@ -79,6 +81,18 @@ class LoadReport:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def write(self, directory: str) -> None:
+        """load_report.json (these lists and `problems`) and load_report.txt (every path, one per line)."""
+        with open(os.path.join(directory, "load_report.json"), "w") as f:
+            json.dump({**self.to_dict(), "problems": self.problems()}, f, indent=1)
+        lines = [self.format_text(max_rows=0).splitlines()[0]]
+        for title, paths in (("loaded", self.loaded), ("newly initialised", self.initialised),
+                             ("skipped by init.skip", self.skipped), ("unused in checkpoint", self.unused),
+                             ("shape-mismatched", self.mismatched)):
+            lines += [f"{title}: {p}" for p in paths]
+        with open(os.path.join(directory, "load_report.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -330,6 +344,13 @@ def plan(source: Source, variables: dict, rename=(), skip=()) -> tuple[LoadRepor
             else:
                 report.loaded.append(path if ck == path else f"{path} <- {ck}")
                 load[path] = ck
+    # A skip pattern that names nothing is a typo that would otherwise surface late as a strict-mode problem (or,
+    # non-strict, as a head silently loaded from the checkpoint): say which pattern, now.
+    every = list(targets) + list(source.specs) + [rename_path(ck, rules) for ck in source.specs]
+    for pattern in skips:
+        if not any(pattern.fullmatch(p) for p in every):
+            raise ConfigError(f"config key 'init.skip': {pattern.pattern!r} matches no model or checkpoint path "
+                              f"(model paths look like {next(iter(targets), '?')!r})")
     return report, load
 
 
@@ -386,10 +407,13 @@ def _replace(variables: dict, values: dict[str, jax.Array]) -> dict:
     return out
 
 
-def into_state(init: ml_collections.ConfigDict, state, log: bool = True):
+def into_state(init: ml_collections.ConfigDict, state, log: bool = True, report_dir: str | None = None):
     """A fresh TrainState with pretrained params and model state (e.g. batch statistics); optimizer state,
-    step and rng stay as initialised (Adam's moments are zeros whatever the parameters)."""
-    variables, _ = load(init, {"params": state.params, **state.model_state}, log=log)
+    step and rng stay as initialised (Adam's moments are zeros whatever the parameters). With `report_dir`
+    (the run's workdir) the load report is also written there (LoadReport.write)."""
+    variables, report = load(init, {"params": state.params, **state.model_state}, log=log)
+    if report_dir:
+        report.write(report_dir)
     params = variables.pop("params")
     return state.replace(params=params, model_state=variables)
 

@@ -72,3 +72,41 @@ def test_targets_that_match_nothing_are_one_line_errors():
     c.model.lora_targets = "nothing/.*"
     with pytest.raises(ConfigError, match="model.lora_targets"):
         jax.eval_shape(lambda: models.build(c.model, 3).init({"params": jax.random.key(0)}, TOKENS, train=False))
+
+
+@pytest.mark.parametrize("name, targets, head", [("user_models:tiny_mlp", "body/kernel", "out/"),
+                                                 ("nnx_models:small_cnn", "head/kernel", None)])
+def test_adapters_wrap_a_users_factory_model(name, targets, head):
+    """model.name = "package.module:factory" (Linen, or NNX through nnx_model) gets adapters like a built-in."""
+    c = config_lib.default_config()
+    c.model.name, c.model.lora_rank, c.model.lora_alpha, c.model.lora_targets = name, 2, 4.0, targets
+    model = models.build(c.model, 3)
+    assert isinstance(model, lora.LoRA)
+    images = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    c.optim.policy = (f"(?!lora/{'|' + head if head else ''}).*=frozen",)
+    c.optim.learning_rate = 1e-2
+    tx, schedule = optim.build(c.optim, c.schedule, 10)
+    state = jax.jit(lambda: init_state(model, tx, jax.random.key(0), images))()
+    assert f"lora/{targets}/a" in param_paths(state.params) and f"lora/{targets}/b" in param_paths(state.params)
+
+    step = jax.jit(make_train_step(model, tx, softmax_cross_entropy(), "classification", schedule))
+    trained = state
+    for _ in range(3):
+        trained, _ = step(trained, {"inputs": images, "targets": jnp.asarray([0, 2, 1, 0])})
+    changed = {p for p, a, b in zip(param_paths(state.params), jax.tree.leaves(state.params),
+                                    jax.tree.leaves(trained.params)) if not np.array_equal(a, b)}
+    assert f"lora/{targets}/b" in changed
+    assert all(p.startswith("lora/") or (head and p.startswith(head)) for p in changed), changed
+
+    # The merged tree is the user's own model's parameters, computing what the adapted model computes.
+    base = models.build(_without_lora(c.model), 3)
+    merged = lora.merge(trained.params, c.model.lora_rank, c.model.lora_alpha)
+    variables = {"params": merged, **trained.model_state}
+    adapted = model.apply({"params": trained.params, **trained.model_state}, images, train=False)
+    np.testing.assert_allclose(base.apply(variables, images, train=False), adapted, atol=1e-5)
+
+
+def _without_lora(model_config):
+    out = model_config.copy_and_resolve_references()
+    out.lora_rank = 0
+    return out

@@ -111,6 +111,29 @@ def test_nothing_matching_and_bad_paths_are_one_line_errors(msgpack_file, tmp_pa
         pretrained.load(init_section(str(tmp_path / "nope")), {"params": model_params()}, log=False)
     with pytest.raises(ConfigError, match="init.rename"):
         pretrained.load(init_section(path, rename=("no equals sign",)), {"params": model_params()}, log=False)
+    # A skip pattern naming neither a model nor a checkpoint path (renamed or not) is a typo: say which one.
+    with pytest.raises(ConfigError, match=r"config key 'init.skip': 'hed/\.\*' matches no model or checkpoint path"):
+        pretrained.load(init_section(path, skip=("hed/.*",), strict=False), {"params": model_params()}, log=False)
+    init = init_section(path, rename=("enc/(.*)=backbone/\\1",), skip=("enc/Dense_0/bias", "aux/.*", "extra/.*"),
+                        strict=False)
+    assert pretrained.load(init, {"params": model_params()}, log=False)[1].skipped  # each names something
+
+
+def test_the_load_report_is_written_as_json_and_text(msgpack_file, tmp_path):
+    path, _ = msgpack_file
+    source = pretrained.open_source(path)
+    report, _ = pretrained.plan(source, {"params": model_params()}, rename=("enc/(.*)=backbone/\\1",),
+                                skip=("extra/.*",))
+    report.write(str(tmp_path))
+    written = json.load(open(tmp_path / "load_report.json"))
+    assert written["loaded"] == report.loaded and written["skipped"] == ["extra/scale"]
+    assert written["problems"] == report.problems() and len(written["problems"]) == 3
+    text = (tmp_path / "load_report.txt").read_text()
+    assert text.splitlines()[0].startswith(f"pretrained weights from {source.path} (msgpack): 2 loaded")
+    for line in ("loaded: backbone/Dense_0/kernel <- enc/Dense_0/kernel", "newly initialised: extra/scale",
+                 "skipped by init.skip: extra/scale", "unused in checkpoint: aux/kernel",
+                 "shape-mismatched: head/bias: checkpoint (10,) -> model (3,)"):
+        assert line in text.splitlines()
 
 
 # ------------------------------------------------------------------------------- jtrain checkpoints, the CLI

@@ -51,6 +51,58 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": image.astype(np.uint8)[..., None], "label": int(label)}
 
 
+
+class Digits28(tfds.core.GeneratorBasedBuilder):
+    """scikit-learn's digits drawn at Fashion-MNIST's size: each 8x8 image upsampled (bilinear) to 24x24 and padded
+    with 2 background pixels to 28x28, grey levels 0..16 stretched to 0..255, 10 classes.
+
+    Same records, same order as `digits`, so the same split specs pick the same examples. The point of the
+    size is transfer: a CNN trained on 28x28 Fashion-MNIST has a dense layer over a 7x7 feature map, and only
+    inputs of that size reuse it (experiments/fashion_transfer_cnn.py reports how well that transfers).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="UCI ML hand-written digits (scikit-learn) upsampled to 24x24, padded to 28x28, 0..255.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        up = bilinear_matrix(8, 24)  # (24, 8)
+        images = np.einsum("ij,njk,lk->nil", up, digits.images, up)  # (N, 24, 24), values 0..16
+        images = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # (N, 28, 28)
+        images = np.round(images * (255 / 16)).clip(0, 255).astype(np.uint8)
+        for index, (image, label) in enumerate(zip(images, digits.target)):
+            yield index, {"image": image[..., None], "label": int(label)}
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-D linear interpolation with pixel centres aligned (as jax.image.resize
+    'linear' upsamples): M @ image @ M.T resizes an (n_in, n_in) image to (n_out, n_out)."""
+    centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5  # output pixel centres in input coordinates
+    centres = np.clip(centres, 0, n_in - 1)
+    lo = np.floor(centres).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = centres - lo
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
 class Diabetes(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's diabetes regression data: 442 patients, 10 baseline features (age, sex, BMI, blood pressure,
     six serum measurements), target a measure of disease progression one year later (25..346).
@@ -153,6 +205,42 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
         for index, (image, label) in enumerate(zip(images, labels)):
             yield index, {"image": image[..., None], "label": int(label)}
 
+
+
+class _FashionMnistSubset(FashionMnistLocal):
+    """Fashion-MNIST restricted to CLASSES (indices into FASHION_MNIST_CLASSES), relabelled 0..len-1 in that order:
+    two disjoint halves make a transfer task, a CNN trained on one and fine-tuned on the other."""
+
+    CLASSES: tuple[int, ...] = ()
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Fashion-MNIST, classes " + ", ".join(FASHION_MNIST_CLASSES[c] for c in self.CLASSES),
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(names=[FASHION_MNIST_CLASSES[c] for c in self.CLASSES]),
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _generate_examples(self, root: str, prefix: str):
+        new_label = {c: i for i, c in enumerate(self.CLASSES)}
+        for index, example in super()._generate_examples(root, prefix):
+            if example["label"] in new_label:
+                yield index, {**example, "label": new_label[example["label"]]}
+
+
+class FashionMnistClothing(_FashionMnistSubset):
+    """The six garment classes: t-shirt/top, trouser, pullover, dress, coat, shirt (36,000 + 6,000 images)."""
+
+    CLASSES = (0, 1, 2, 3, 4, 6)
+
+
+class FashionMnistAccessories(_FashionMnistSubset):
+    """The four others: sandal, sneaker, bag, ankle boot (24,000 + 4,000 images)."""
+
+    CLASSES = (5, 7, 8, 9)
 
 def find_fashion_mnist_dir() -> str:
     candidates = [os.environ["JTRAIN_FASHION_MNIST_DIR"]] if os.environ.get("JTRAIN_FASHION_MNIST_DIR") else []

@@ -40,16 +40,16 @@ MODELS = {"mlp": _mlp, "cnn": _cnn, "decoder": decoder.build, "bert": bert.build
 
 def build(config: ml_collections.ConfigDict, num_outputs: int) -> nn.Module:
     """The model named by `config.name`, with `num_outputs` outputs unless `config.num_outputs` says otherwise."""
+    from jtrain import lora  # adapters wrap any model, yours too: they work on paths of the params tree
+
     num_outputs = config.num_outputs or num_outputs
     if ":" in config.name:
-        return _import_factory(config.name)(config, num_outputs)
+        return lora.wrap(_import_factory(config.name)(config, num_outputs), config)
     if config.name not in MODELS:
         close = difflib.get_close_matches(config.name, list(MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"config key 'model.name': unknown model {config.name!r}{hint}; "
                           f"known: {', '.join(MODELS)}, or 'package.module:factory'")
-    from jtrain import lora  # adapters wrap any model (model.lora_rank > 0)
-
     return lora.wrap(MODELS[config.name](config, num_outputs), config)
 
 
