@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from jtrain import components, lm_metrics
+from jtrain import components, dpo, lm_metrics
 from jtrain import data as data_lib
 from jtrain import metrics as metrics_lib
 from jtrain import workdir as workdir_lib
@@ -22,6 +22,8 @@ def evaluate_split(run: components.Run, state, role: str) -> dict:
     report = metrics_lib.report(totals, run.data.spec.class_names, target_scale=run.data.target_std)
     if run.task == "sequence":  # nats and bits per token and character, perplexity (jtrain/lm_metrics.py)
         report.update(lm_metrics.split_report(run, totals, role))
+    if run.task == "preference":  # DPO: preference and reward accuracy, reward margin (jtrain/dpo.py)
+        report.update(dpo.report(totals))
     return report
 
 

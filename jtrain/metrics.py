@@ -240,7 +240,8 @@ def regression_report(sums: dict, count: float, target_scale=None) -> dict:
 
 SCALAR_KEYS = ("loss", "bits_per_char", "bits_per_token", "perplexity", "accuracy", "top_k_accuracy", "precision",
                "recall", "f1", "roc_auc", "precision_macro",
-               "recall_macro", "f1_macro", "f1_weighted", "mse", "mae", "r2")
+               "recall_macro", "f1_macro", "f1_weighted", "mse", "mae", "r2",
+               "preference_accuracy", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
 
 
 def scalars(report_: dict) -> dict[str, float]:

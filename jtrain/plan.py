@@ -106,7 +106,8 @@ def batch_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
             raise ConfigError("config key 'model.vocab_size': jtrain plan needs the decoder's vocabulary size")
         length = min(config.data.seq_len or config.model.max_len, config.model.max_len)
         return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab, input_shape=(length,),
-                           input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0)
+                           input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0,
+                           examples="preference" if config.loss.name == "dpo" else "")
     return data_lib.get_spec(config.data.name)
 
 
@@ -114,9 +115,10 @@ def abstract_batch(config: ml_collections.ConfigDict, spec: DatasetSpec, mesh) -
     """The global training batch as shapes, split over the batch axes like `Run.put_batch`."""
     b, sh = config.data.batch_size, mesh_lib.batch_sharding(mesh)
     if spec.name == "tokens":  # next-token prediction, as jtrain/data/text.py batches it: (B, T) each
-        return {"inputs": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.int32, sharding=sh),
-                "targets": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.int32, sharding=sh),
-                "mask": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.float32, sharding=sh)}
+        rows = (b, 2, *spec.input_shape) if spec.examples == "preference" else (b, *spec.input_shape)  # DPO pairs
+        return {"inputs": jax.ShapeDtypeStruct(rows, jnp.int32, sharding=sh),
+                "targets": jax.ShapeDtypeStruct(rows, jnp.int32, sharding=sh),
+                "mask": jax.ShapeDtypeStruct(rows, jnp.float32, sharding=sh)}
     return {"inputs": jax.ShapeDtypeStruct((b, *spec.input_shape), jnp.float32, sharding=sh),  # (B, H, W, C)
             "targets": jax.ShapeDtypeStruct((b,), jnp.dtype(spec.target_dtype), sharding=sh)}  # labels or values
 

@@ -48,25 +48,32 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
 
         (objective, (loss, outputs, new_model_state)), grads = microbatch.value_and_grad(
             loss_of, state.params, batch, state.model_state, dropout_rng, accumulate_steps)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
         metrics = metrics_lib.train_metrics(outputs, batch["targets"], loss, task)
         if penalty is not None:
             metrics["penalty"] = objective - loss
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-        finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
-        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
-        new_model_state = dict(new_model_state)
-        if on_nonfinite == "skip":
-            keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-            params = keep_old(params, state.params)
-            opt_state = keep_old(opt_state, state.opt_state)
-            new_model_state = keep_old(new_model_state, state.model_state)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=new_model_state)
-        return new_state, metrics
+        return apply_update(state, grads, new_model_state, metrics, tx, schedule, on_nonfinite)
 
     return train_step
+
+
+def apply_update(state: TrainState, grads, new_model_state, metrics: dict, tx: optax.GradientTransformation,
+                 schedule: optax.Schedule, on_nonfinite: str) -> tuple[TrainState, dict]:
+    """The end of every train step (this module's and DPO's, jtrain/dpo.py): the optimizer update, gradient norm
+    and learning rate in the metrics, and the non-finite check on metrics["loss"] and the gradients."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+    new_model_state = dict(new_model_state)
+    if on_nonfinite == "skip":
+        keep_old = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        params = keep_old(params, state.params)
+        opt_state = keep_old(opt_state, state.opt_state)
+        new_model_state = keep_old(new_model_state, state.model_state)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=new_model_state)
+    return new_state, metrics
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str, top_k: int = 0) -> Callable[[TrainState, Batch], dict]:

@@ -80,3 +80,92 @@ def test_read_jsonl_names_the_bad_line(tmp_path):
     path.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + json.dumps({"prompt": "a"}) + "\n")
     with pytest.raises(DataError, match=r"sft.jsonl:2: needs string field\(s\) response"):
         sft.read_jsonl(str(path))
+
+
+# ---------------------------------------------------------------------------------------------- as a dataset
+
+PLAY = """THE TRAGEDY OF NOBODY
+
+Laer.
+My necessaries are embark'd: farewell:
+And, sister, as the winds give benefit
+[Aside.]
+And convoy is assistant, do not sleep,
+
+Oph.
+Do you doubt that?
+
+First Witch.
+When shall we three meet again
+In thunder, lightning, or in rain?
+"""
+
+
+def test_line_pairs_stay_inside_a_speech_without_names_or_directions():
+    assert sft.line_pairs(PLAY) == [
+        ("My necessaries are embark'd: farewell:", "And, sister, as the winds give benefit"),
+        ("And, sister, as the winds give benefit", "And convoy is assistant, do not sleep,"),
+        ("When shall we three meet again", "In thunder, lightning, or in rain?"),
+    ]
+
+
+def _config(**data) -> ml_collections.ConfigDict:
+    from jtrain import config as config_lib
+
+    c = config_lib.default_config()
+    for key, value in data.items():
+        config_lib.set_value(c, f"data.{key}", value)
+    return c.data
+
+
+def test_jsonl_roles_and_evenly_spaced_heldout_examples(tmp_path):
+    from jtrain.data import registry
+
+    for role, n in (("train", 10), ("val", 7)):
+        lines = [json.dumps({"prompt": f"p{i}", "response": f"r{i}"}) for i in range(n)]
+        (tmp_path / f"{role}.jsonl").write_text("\n".join(lines) + "\n")
+    config = _config(**{"jsonl.train": str(tmp_path / "train.jsonl"), "jsonl.val": str(tmp_path / "val.jsonl"),
+                        "eval_examples": 3})
+    records, files = sft.role_records(config, registry.get_spec("shakespeare_sft"), ("prompt", "response"),
+                                      builtin=lambda split: pytest.fail("JSONL replaces the builtin pairs"))
+    assert set(records) == {"train", "val"} and files["val"].endswith("val.jsonl")  # no test file: no test role
+    assert len(records["train"]) == 10  # training keeps everything
+    assert [r["prompt"] for _, r in records["val"]] == ["p0", "p3", "p6"]
+    assert records["val"][1][0].endswith("val.jsonl:4")  # where: file and line, for later errors
+
+
+def test_builtin_preference_pairs_reject_a_line_from_another_play(monkeypatch):
+    from jtrain.data import preference, registry
+
+    plays = [[(f"w{w} pair {i}", {"prompt": f"w{w} line {i}\n", "response": f"w{w} next {i}" + "!" * (i % 5)})
+              for i in range(40)] for w in range(3)]
+    monkeypatch.setattr(sft, "builtin_records", lambda spec, split, configured_dir: plays)
+    spec = registry.get_spec("shakespeare_pref")
+    pairs = preference.builtin_pairs(spec, "val", "")
+    assert len(pairs) == 120 and pairs == preference.builtin_pairs(spec, "val", "")  # fixed seed: the same pairs
+    for where, record in pairs:
+        play = record["prompt"][:2]
+        assert record["chosen"].startswith(play) and not record["rejected"].startswith(play)
+    gaps = [abs(len(r["chosen"]) - len(r["rejected"])) for _, r in pairs]
+    assert np.mean(gaps) < 0.5  # the closest of 8 candidates in length: almost always the same length
+
+
+def test_sft_train_iterator_resumes_exactly_from_its_saved_state():
+    from jtrain.data import registry, text
+
+    examples = [sft.example_tokens(TOKENIZER, p, r) for p, r in PAIRS * 8]
+    rows = sft.PackedRows(sft.pack(examples, T))
+    config = _config(batch_size=4, prefetch=0, seq_len=T)
+    data = sft.dataset(registry.get_spec("shakespeare_sft"), config, TOKENIZER, {"train": "mine"}, {"train": rows}, {})
+    it = iter(text.train_dataset(data, config, seed=3))
+    for _ in range(5):  # into the second epoch (16 rows, 4 per batch): the state holds the reshuffle too
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(4)]
+    resumed = iter(text.train_dataset(data, config, seed=3))
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        assert set(got) == {"inputs", "targets", "mask", "segment_ids"}
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
