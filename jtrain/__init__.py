@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from jtrain.compare import compare
 from jtrain.config import apply_overrides, default_config, load_experiment
 from jtrain.errors import ConfigError, DataError, UserError
 from jtrain.evaluate import evaluate
@@ -17,6 +18,7 @@ __all__ = [
     "UserError",
     "__version__",
     "apply_overrides",
+    "compare",
     "default_config",
     "evaluate",
     "sample",

@@ -84,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
 
+    cmp = sub.add_parser("compare", help="finished runs side by side, with each one's difference from the first")
+    cmp.add_argument("workdirs", nargs="+", help="two or more workdirs; the first is the baseline")
+    cmp.add_argument("--split", default="test", help="which split's metrics (from each summary.json)")
+
     prep = sub.add_parser("prepare", help="build a dataset's array_record files once")
     prep.add_argument("name", help="dataset name, e.g. digits or fashion_mnist")
     prep.add_argument("--data_dir", default="", help="TFDS data directory (default: data.dir's default)")
@@ -147,6 +151,10 @@ def run(argv: list[str]) -> int:
     elif args.command == "sample":
         print(jtrain.sample(args.workdir, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, step=args.step))
+    elif args.command == "compare":
+        from jtrain.compare import format_comparison
+
+        print(format_comparison(jtrain.compare(args.workdirs, args.split)))
     elif args.command == "prepare":
         from jtrain.data import prepare
 
