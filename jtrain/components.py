@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 from jtrain import data as data_lib
-from jtrain import losses, microbatch, models, optim
+from jtrain import dpo, losses, microbatch, models, optim
 from jtrain import mesh as mesh_lib
 from jtrain import sharding
 from jtrain.config import validate
@@ -41,12 +41,26 @@ class Run:
     abstract_state: Any  # pytree of ShapeDtypeStruct
     init: Callable[[], TrainState]  # jitted, creates the state directly sharded
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
+    train_steps: Callable | None  # train.steps_per_call > 1: jitted (state, (k, B, ...) batches) -> (state, (k,) metrics)
     eval_step: Callable  # jitted (state, batch) -> sums
+    # Applied once to the state training starts from (scratch or init.pretrained, not a resume): DPO freezes
+    # those params as its reference (jtrain/dpo.py); every other run starts from the state as it is.
+    begin: Callable[[TrainState], TrainState] = lambda state: state
 
-    def put_batch(self, local_batch: dict) -> dict:
-        """Process-local NumPy batch -> global arrays sharded over the batch axes."""
-        sharding = mesh_lib.batch_sharding(self.mesh)
+    def put_batch(self, local_batch: dict, stacked: bool = False) -> dict:
+        """Process-local NumPy batch -> global arrays sharded over the batch axes (of each step, when `stacked`)."""
+        sharding = mesh_lib.batch_sharding(self.mesh, stacked)
         return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
+
+
+def scan_steps(train_step: Callable) -> Callable:
+    """Several steps in one dispatch: `train_step` scanned over stacked batches (k, B, ...) -> metrics (k,).
+    A small model's step takes less time than Python needs to launch it; one call per k steps hides that."""
+
+    def train_steps(state, batches):
+        return jax.lax.scan(train_step, state, batches)
+
+    return train_steps
 
 
 def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
@@ -67,6 +81,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     data = data_lib.load(config.data) if data is None else data
     loss_fn, task = losses.build(config.loss)
     losses.check_data(task, config.loss.name, data.spec.target_dtype, data.spec.num_classes, data.spec.name)
+    dpo.check_data(task, config.loss.name, data.spec.examples, data.spec.name)
     model = models.build(config.model, losses.output_width(task, data.spec.num_classes))
     steps = total_steps(config, data.num_train)
     # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.
@@ -79,13 +94,24 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     rng = jax.random.key(config.seed)
 
     def init() -> TrainState:
-        return init_state(model, tx, rng, sample)
+        state = init_state(model, tx, rng, sample)
+        return dpo.with_reference(state) if task == "preference" else state  # DPO: + the frozen reference
 
     abstract_state = jax.eval_shape(init)
     shardings = mesh_lib.state_shardings(abstract_state, mesh, config.mesh, sharding.logical_axes(model, sample))
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = mesh_lib.replicated(mesh)
     rules = sharding.parse_rules(config.mesh.rules)  # the steps pin activations by the same rules (sharding.constrain)
+    step_options = dict(penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps)
+    if task == "preference":  # DPO: the policy against a frozen reference on (chosen, rejected) pairs (jtrain/dpo.py)
+        step_fn = dpo.make_train_step(model, tx, loss_fn, schedule, config.train.on_nonfinite, **step_options)
+        eval_fn = dpo.make_eval_step(model, loss_fn)
+    else:
+        step_fn = make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite, **step_options)
+        eval_fn = make_eval_step(model, loss_fn, task, config.eval.top_k)
+    train_step = sharding.pinned(step_fn, mesh, rules)
+    jit_steps = lambda fn, batches: jax.jit(fn, in_shardings=(shardings, batches), out_shardings=(shardings, replicated),
+                                            donate_argnums=0)
     return Run(
         config=config,
         mesh=mesh,
@@ -97,14 +123,11 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         state_shardings=shardings,
         abstract_state=abstract_state,
         init=jax.jit(init, out_shardings=shardings),
-        train_step=jax.jit(
-            sharding.pinned(make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite,
-                            penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps),
-                            mesh, rules),
-            in_shardings=(shardings, batch_sharding),
-            out_shardings=(shardings, replicated),
-            donate_argnums=0,
-        ),
-        eval_step=jax.jit(sharding.pinned(make_eval_step(model, loss_fn, task, config.eval.top_k), mesh, rules),
-                          in_shardings=(shardings, batch_sharding), out_shardings=replicated),
+        train_step=jit_steps(train_step, batch_sharding),
+        train_steps=(jit_steps(scan_steps(train_step), mesh_lib.batch_sharding(mesh, stacked=True))
+                     if config.train.steps_per_call > 1 else None),
+        eval_step=jax.jit(sharding.pinned(eval_fn, mesh, rules), in_shardings=(shardings, batch_sharding),
+                          out_shardings=replicated),
+        begin=(jax.jit(dpo.reset_reference, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
+               if task == "preference" else lambda state: state),
     )

@@ -45,7 +45,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize_targets = True  # standardise regression targets with train-split mean/std; metrics in target units
     c.data.augment = ""  # comma-separated augmentations on training images: shift, flip, noise
     c.data.prefetch = 2  # batches prepared ahead by a background thread; 0 = none
+    c.data.in_memory_mb = 2048  # decode a split once into memory (cached as .npy beside the dataset) when it fits in this many MB; 0 = read records every batch
     c.data.seq_len = 128  # text datasets (shakespeare_char, shakespeare_bpe): tokens per packed sequence, at most model.max_len
+    c.data.jsonl = ml_collections.ConfigDict()  # your own post-training examples instead of a builtin's (jtrain/data/sft.py)
+    c.data.jsonl.train = ""  # JSONL of {"prompt", "response"} (data.name=shakespeare_sft) or {"prompt", "chosen", "rejected"} (shakespeare_pref); "" = the builtin pairs
+    c.data.jsonl.val = ""  # held-out JSONL evaluated during training (with data.jsonl.train); "" = no val
+    c.data.jsonl.test = ""  # held-out JSONL evaluated at the end (with data.jsonl.train); "" = no test
+    c.data.eval_examples = 0  # post-training datasets: evaluate at most this many val/test examples, evenly spaced; 0 = all
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"  # registered model (mlp, cnn, decoder) or "package.module:factory" for your own
@@ -81,11 +87,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.huber_delta = 1.0  # huber: quadratic for errors below delta, linear above
     c.loss.l1 = 0.0  # adds l1 * sum(|w|) over kernels (parameters with ndim > 1) to the training loss
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
+    c.loss.dpo_beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 0  # total optimizer steps; 0 = derive from train.epochs
     c.train.epochs = 0.0  # epochs over the training split, converted to steps when train.steps == 0
     c.train.log_every_steps = 50  # fetch and write training metrics every k steps
+    c.train.steps_per_call = 1  # optimizer steps per jitted dispatch (a scan over stacked batches); > 1 speeds up tiny models
     c.train.progress = True  # progress bar on a TTY (also off when JTRAIN_NO_PROGRESS is set)
     c.train.on_nonfinite = "halt"  # non-finite loss/gradients: halt (error naming the step) or skip (drop the update)
     c.train.early_stopping_patience = 0  # stop after this many evals without improving eval.best_metric; 0 = off
@@ -145,7 +153,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.init.pretrained = ""  # weights to start from when the workdir has no checkpoint: jtrain workdir/step dir, .msgpack file or HF dir; "" = scratch
     c.init.format = "auto"  # format of init.pretrained: auto (from what the path holds), orbax, msgpack or hf
     c.init.rename = ()  # "REGEX=REPLACEMENT" rules from checkpoint paths to model paths; first fullmatch wins, \1 = group
-    c.init.skip = ()  # regexes (fullmatch) of model or checkpoint paths never loaded, e.g. a new head "head/.*"
+    c.init.skip = ()  # regexes (fullmatch) of model or checkpoint paths never loaded, e.g. a new head "head/.*"; each must match a path
     c.init.strict = True  # fail, listing every problem, if a parameter is missing, unused or mismatched; False = log and go on
 
     c.lock()
@@ -274,9 +282,16 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
 
     need(c.data.batch_size > 0, "data.batch_size", f"must be > 0, got {c.data.batch_size}")
     need(c.data.eval_batch_size >= 0, "data.eval_batch_size", "must be >= 0")
+    need(c.data.in_memory_mb >= 0, "data.in_memory_mb", "must be >= 0 (0 = never decode into memory)")
     need(c.train.steps >= 0, "train.steps", "must be >= 0")
     need(c.train.epochs >= 0, "train.epochs", "must be >= 0")
     need(c.train.log_every_steps > 0, "train.log_every_steps", "must be > 0")
+    k = c.train.steps_per_call
+    need(k >= 1, "train.steps_per_call", f"must be >= 1, got {k}")
+    for key, every in (("train.log_every_steps", c.train.log_every_steps), ("eval.every_steps", c.eval.every_steps),
+                       ("checkpoint.every_steps", c.checkpoint.every_steps)):
+        # Logs, evals and saves happen between dispatches, so their intervals must be whole numbers of them.
+        need(k < 1 or every % k == 0, key, f"must be a multiple of train.steps_per_call={k}, got {every}")
     need(c.eval.every_steps >= 0, "eval.every_steps", "must be >= 0")
     need(c.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     need(c.checkpoint.max_to_keep >= 1, "checkpoint.max_to_keep", "must be >= 1")
@@ -291,6 +306,10 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.eval.top_k >= 0, "eval.top_k", "must be >= 0")
     need(c.loss.l1 >= 0 and c.loss.l2 >= 0, "loss.l1" if c.loss.l1 < 0 else "loss.l2", "must be >= 0")
     need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
+    need(c.loss.dpo_beta > 0, "loss.dpo_beta", f"must be > 0, got {c.loss.dpo_beta}")
+    need(c.data.eval_examples >= 0, "data.eval_examples", "must be >= 0")
+    need(c.data.jsonl.train or not (c.data.jsonl.val or c.data.jsonl.test),
+         "data.jsonl.val" if c.data.jsonl.val else "data.jsonl.test", "held-out JSONL needs data.jsonl.train too")
     need(0.0 <= c.model.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {c.model.dropout}")
     need(c.model.dtype in ("float32", "bfloat16"), "model.dtype", f"must be float32 or bfloat16, got {c.model.dtype!r}")
     need(c.init.format in ("auto", "orbax", "msgpack", "hf"), "init.format",

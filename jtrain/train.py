@@ -55,14 +55,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        config.train.early_stopping_min_delta) if config.eval.best_metric else None
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
                                        config.checkpoint.keep_best if best else 0, config.checkpoint.async_save)
+    per_call = config.train.steps_per_call  # optimizer steps per dispatch; batches come stacked when > 1
     train_iter = iter(data_lib.train_dataset(run.data, config.data, config.seed, jax.process_index(),
-                                             jax.process_count()))
+                                             jax.process_count(), per_call))
     target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
 
     # ------------------------------------------------------------------ init: resume > pretrained > scratch
     restored = ckpt.restore_latest_good(target, train_iter)
     if restored:
         start, state, meta = restored
+        _check_same_steps_per_call(meta, per_call, ckpt.directory)
         if best and meta.get("best"):
             best.load_state_dict(meta["best"])
         skipped = meta.get("skipped_steps", 0)
@@ -71,7 +73,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state, start, skipped = run.init(), 0, 0
         if config.init.pretrained:  # no checkpoint of the run's own yet: start from pretrained weights
-            state = pretrained.into_state(config.init, state, log=is_main)
+            state = pretrained.into_state(config.init, state, log=is_main, report_dir=workdir if is_main else None)
+        state = run.begin(state)  # DPO: the starting params become its frozen reference
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
         return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
@@ -101,6 +104,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         """Brings the pending metrics to the host and enforces train.on_nonfinite (the one host sync)."""
         nonlocal pending, skipped
         fetched, pending = jax.device_get(pending), []
+        if per_call > 1:  # each entry holds (n,) metrics of n steps
+            fetched = [{k: v[i] for k, v in m.items()} for m in fetched for i in range(len(m["loss"]))]
         first = upto - len(fetched) + 1
         bad = [first + i for i, m in enumerate(fetched) if m["nonfinite"]]
         if bad and config.train.on_nonfinite == "halt":
@@ -115,14 +120,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     budget = TimeBudget()
     with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
-        for step in range(start, total):
+        done = start
+        while done < total:
+            n = min(per_call, total - done)  # fewer only in the last call of a run with a partial final call
             with budget.track("data"):
-                batch = run.put_batch(next(train_iter))
-            with budget.track("compile") if step == start else contextlib.nullcontext():
-                state, step_metrics = run.train_step(state, batch)  # the first call traces and compiles
+                local = next(train_iter)
+                batch = run.put_batch(local if per_call == 1 else {k: v[:n] for k, v in local.items()},
+                                      stacked=per_call > 1)
+            # The first call traces and compiles (and a shorter last call compiles its own shape).
+            with budget.track("compile") if done == start or n != per_call else contextlib.nullcontext():
+                if per_call == 1:
+                    state, step_metrics = run.train_step(state, batch)
+                else:
+                    state, step_metrics = run.train_steps(state, batch)  # metrics (n,)
             pending.append(step_metrics)
-            progress.update()
-            done = step + 1
+            progress.update(n)
+            done += n
             log_now = done % config.train.log_every_steps == 0 or done == total
 
             if log_now:
@@ -216,6 +229,14 @@ def _closing(ckpt, writer, progress):
         ckpt.close()
 
 
+def _check_same_steps_per_call(meta: dict, per_call: int, directory: str) -> None:
+    """The data iterator's saved position counts dispatches, so resuming needs the same steps per call."""
+    saved = (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
+    if saved != per_call:
+        raise UserError(f"config key 'train.steps_per_call': {per_call}, but the checkpoints in {directory} were "
+                        f"written with {saved}; resume with --config.train.steps_per_call={saved}")
+
+
 def _writable_workdir(workdir: str) -> str:
     workdir = os.path.abspath(workdir)
     try:
@@ -238,7 +259,8 @@ def _mean_metrics(per_step: list[dict]) -> dict:
 def _log_line(step: int, total: int, split: str, metrics: dict) -> str:
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in ("loss", "accuracy", "f1_macro", "mse",
                                                                          "learning_rate", "examples_per_sec",
-                                                                         "bits_per_char", "tokens_per_sec", "mfu"))
+                                                                         "bits_per_char", "tokens_per_sec", "mfu",
+                                                                         "reward_accuracy", "preference_accuracy"))
     return f"step {step}/{total} {split}: {shown}"
 
 

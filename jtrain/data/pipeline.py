@@ -19,7 +19,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from jtrain.data import registry, transforms
+from jtrain.data import decoded, registry, transforms
 from jtrain.errors import ConfigError
 
 
@@ -72,13 +72,26 @@ def resolve_splits(config: ml_collections.ConfigDict, spec: registry.DatasetSpec
 def load(config: ml_collections.ConfigDict) -> Data:
     """Opens the sources of `config.data` (preparing the dataset on first use)."""
     spec = registry.get_spec(config.name)
+    if spec.examples or config.jsonl.train or config.jsonl.val or config.jsonl.test:
+        from jtrain.data import sft  # post-training examples: SFT rows or preference pairs (jtrain/data/sft.py)
+
+        return sft.load(config, spec)
     if spec.is_text:  # token streams packed into rows: their own reader (jtrain/data/text.py)
         from jtrain.data import text
 
         return text.load(config, spec)
     splits = resolve_splits(config, spec)
-    sources = {role: registry.data_source(spec.name, split, config.dir) for role, split in splits.items()}
+    sources = {role: open_split(spec, split, config) for role, split in splits.items()}
     return Data(spec=spec, sources=sources, splits=splits, stats=training_stats(spec, sources["train"], config))
+
+
+def open_split(spec: registry.DatasetSpec, split: str, config: ml_collections.ConfigDict):
+    """The split's TFDS source, or its decoded arrays when they fit in data.in_memory_mb (jtrain/data/decoded.py)."""
+    source = registry.data_source(spec.name, split, config.dir)
+    if config.in_memory_mb <= 0 or decoded.estimated_mb(source, spec.input_key) > config.in_memory_mb:
+        return source
+    dataset_dir = registry.builder(spec.name, config.dir).data_dir
+    return decoded.load(source, split, dataset_dir, spec.input_key, spec.target_key)
 
 
 def training_stats(spec: registry.DatasetSpec, train_source, config: ml_collections.ConfigDict) -> Stats:
@@ -114,13 +127,17 @@ def train_dataset(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    steps_per_call: int = 1,
 ) -> grain.IterDataset:
-    """An endless iterator of training batches; its `get_state()` is saved in checkpoints."""
+    """An endless iterator of training batches; its `get_state()` is saved in checkpoints.
+
+    `steps_per_call` > 1 yields the next k batches at once, stacked (k, B, ...) for a multi-step dispatch
+    (train.steps_per_call): the same examples in the same order as k single batches."""
     spec = data.spec
     if spec.is_text:
         from jtrain.data import text
 
-        return text.train_dataset(data, config, seed, process_index, process_count)
+        return text.train_dataset(data, config, seed, process_index, process_count, steps_per_call)
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
     source = data.sources["train"]
     # The pipeline runs over example indices and reads a whole batch at once: a TFDS data source reads
@@ -134,9 +151,8 @@ def train_dataset(
     if config.shuffle:
         ds = ds.shuffle()  # before repeat: every epoch gets a fresh permutation
     ds = ds.repeat(None)
-    ds = ds.batch(config.batch_size, drop_remainder=True)  # (global_batch,) indices
-    rows = slice(process_index * batch, (process_index + 1) * batch)
-    ds = ds.map(lambda indices: read_batch(source, indices[rows], spec))  # this process's (batch,) rows
+    ds = ds.batch(config.batch_size * steps_per_call, drop_remainder=True)  # (k * global_batch,) indices
+    ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch), spec))
     augment = transforms.parse_augmentations(config.augment)
     if augment and not spec.is_image:
         raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; {spec.name} is not images")
@@ -144,12 +160,25 @@ def train_dataset(
         ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
     if config.normalize or data.stats.target_mean is not None:
         ds = ds.map(lambda b: standardize(b, data.stats, config.normalize))
+    if steps_per_call > 1:
+        ds = ds.map(lambda b: stack_steps(b, steps_per_call))
     # No read-ahead here (grain's default is 16 threads filling a 500-batch buffer, slow to start and to
     # restore); data.prefetch alone decides how many batches a background thread prepares.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if config.prefetch > 0:
         it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=config.prefetch)
     return it
+
+
+def own_rows(indices: np.ndarray, global_batch: int, process_index: int, local_batch: int) -> np.ndarray:
+    """This process's rows of each global batch in `indices` (k * global_batch,) -> (k * local_batch,)."""
+    per_step = indices.reshape(-1, global_batch)  # (k, global_batch)
+    return per_step[:, process_index * local_batch : (process_index + 1) * local_batch].reshape(-1)
+
+
+def stack_steps(batch: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+    """(k * B, ...) arrays -> (k, B, ...): one batch per step of a multi-step call."""
+    return {key: value.reshape(steps, -1, *value.shape[1:]) for key, value in batch.items()}
 
 
 def eval_batches(
@@ -183,11 +212,15 @@ def eval_batches(
 
 def read_batch(source, indices: np.ndarray, spec: registry.DatasetSpec) -> dict[str, np.ndarray]:
     """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1] (or (n, D)), 'targets': (n,)}."""
-    records = source.__getitems__([int(i) for i in indices])
-    raw = np.stack([r[spec.input_key] for r in records])  # (n, H, W, C) as stored
+    if isinstance(source, decoded.DecodedSplit):
+        raw, targets = source.gather(indices)  # (n, H, W, C) as stored, (n,)
+    else:
+        records = source.__getitems__([int(i) for i in indices])
+        raw = np.stack([r[spec.input_key] for r in records])  # (n, H, W, C) as stored
+        targets = [r[spec.target_key] for r in records]
     return {
         "inputs": raw.astype(np.float32) * np.float32(spec.scale),
-        "targets": np.asarray([r[spec.target_key] for r in records], spec.target_dtype),
+        "targets": np.asarray(targets, spec.target_dtype),
     }
 
 

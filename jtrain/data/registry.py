@@ -29,6 +29,7 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     target_dtype: str = "int32"  # int32 class labels, or float32 regression targets
     tokenizer: str = ""  # text datasets: "char" or "bpe" (jtrain/data/tokenize.py); "" = not text
+    examples: str = ""  # post-training text: "sft" (prompt, response) or "preference" (prompt, chosen, rejected); "" = a token stream
 
     @property
     def is_text(self) -> bool:
@@ -53,6 +54,20 @@ DATASETS = {
         std=0.3760,
         class_names=tuple(str(i) for i in range(10)),
     ),
+    # The same digits at Fashion-MNIST's 28x28 (upsampled, padded), for transfer from a Fashion-MNIST CNN.
+    "digits28": DatasetSpec(
+        name="digits28",
+        builder=builders.Digits28,
+        splits={"train": "train[:70%]", "val": "train[70%:85%]", "test": "train[85%:]"},
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        input_key="image",
+        target_key="label",
+        scale=1 / 255,
+        mean=0.2249,
+        std=0.3138,
+        class_names=tuple(str(i) for i in range(10)),
+    ),
     "fashion_mnist": DatasetSpec(
         name="fashion_mnist",
         builder=builders.FashionMnistLocal,
@@ -65,6 +80,33 @@ DATASETS = {
         mean=0.2860,
         std=0.3530,
         class_names=builders.FASHION_MNIST_CLASSES,
+    ),
+    # Fashion-MNIST in two disjoint halves, for transfer: garments (6 classes) and footwear + bags (4 classes).
+    "fashion_mnist_clothing": DatasetSpec(
+        name="fashion_mnist_clothing",
+        builder=builders.FashionMnistClothing,
+        splits={"train": "train[:90%]", "val": "train[90%:]", "test": "test"},
+        num_classes=len(builders.FashionMnistClothing.CLASSES),
+        input_shape=(28, 28, 1),
+        input_key="image",
+        target_key="label",
+        scale=1 / 255,
+        mean=0.3169,
+        std=0.3588,
+        class_names=tuple(builders.FASHION_MNIST_CLASSES[c] for c in builders.FashionMnistClothing.CLASSES),
+    ),
+    "fashion_mnist_accessories": DatasetSpec(
+        name="fashion_mnist_accessories",
+        builder=builders.FashionMnistAccessories,
+        splits={"train": "train[:90%]", "val": "train[90%:]", "test": "test"},
+        num_classes=len(builders.FashionMnistAccessories.CLASSES),
+        input_shape=(28, 28, 1),
+        input_key="image",
+        target_key="label",
+        scale=1 / 255,
+        mean=0.2398,
+        std=0.3389,
+        class_names=tuple(builders.FASHION_MNIST_CLASSES[c] for c in builders.FashionMnistAccessories.CLASSES),
     ),
     # Tabular data from scikit-learn: per-feature standardisation from the training split.
     "diabetes": DatasetSpec(
@@ -120,6 +162,37 @@ DATASETS = {
         mean=None,
         std=None,
         tokenizer="bpe",
+    ),
+    # Post-training pairs from the same plays and the same character tokenizer as shakespeare_char, so a
+    # shakespeare_char checkpoint fits (jtrain/data/sft.py): prompt = a line, response = the next line of the
+    # speech; preference pairs reject a line of about the same length from another play of the same split.
+    "shakespeare_sft": DatasetSpec(
+        name="shakespeare_sft",
+        builder=shakespeare.Shakespeare,
+        splits={"train": "train", "val": "val", "test": "test"},
+        num_classes=0,
+        input_shape=(0,),
+        input_key="text",
+        target_key="text",
+        scale=1.0,
+        mean=None,
+        std=None,
+        tokenizer="char",
+        examples="sft",
+    ),
+    "shakespeare_pref": DatasetSpec(
+        name="shakespeare_pref",
+        builder=shakespeare.Shakespeare,
+        splits={"train": "train", "val": "val", "test": "test"},
+        num_classes=0,
+        input_shape=(0,),
+        input_key="text",
+        target_key="text",
+        scale=1.0,
+        mean=None,
+        std=None,
+        tokenizer="char",
+        examples="preference",
     ),
     # Labelled passages (jtrain/data/shakespeare_genre.py): MiniLM WordPiece ids, held out by passage.
     "shakespeare_genre": DatasetSpec(

@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from jtrain.data import registry, tokenize
-from jtrain.data.pipeline import Data, Stats, local_batch_size
+from jtrain.data.pipeline import Data, Stats, local_batch_size, own_rows, stack_steps
 from jtrain.errors import ConfigError
 
 
@@ -108,8 +108,9 @@ def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> TextD
 
 
 def train_dataset(data: TextData, config: ml_collections.ConfigDict, seed: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
-    """Endless batches of shuffled rows; every process reads its own rows of the same global batches."""
+                  process_count: int = 1, steps_per_call: int = 1) -> grain.IterDataset:
+    """Endless batches of shuffled rows; every process reads its own rows of the same global batches
+    (stacked k at a time, (k, B, T), for `steps_per_call` = k > 1: pipeline.train_dataset)."""
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
     source = data.sources["train"]
     if len(source) < config.batch_size:
@@ -118,9 +119,10 @@ def train_dataset(data: TextData, config: ml_collections.ConfigDict, seed: int, 
     ds = grain.MapDataset.range(len(source)).seed(seed)
     if config.shuffle:
         ds = ds.shuffle()  # a fresh permutation of the rows every epoch
-    ds = ds.repeat(None).batch(config.batch_size, drop_remainder=True)  # (global_batch,) row indices
-    rows = slice(process_index * batch, (process_index + 1) * batch)
-    ds = ds.map(lambda indices: source.rows(indices[rows]))
+    ds = ds.repeat(None).batch(config.batch_size * steps_per_call, drop_remainder=True)  # (k * global_batch,) rows
+    ds = ds.map(lambda indices: source.rows(own_rows(indices, config.batch_size, process_index, batch)))
+    if steps_per_call > 1:
+        ds = ds.map(lambda b: stack_steps(b, steps_per_call))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if config.prefetch > 0:
         it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=config.prefetch)
