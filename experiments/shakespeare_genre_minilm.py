@@ -6,8 +6,13 @@ the same architecture from random initialisation with the same budget, for compa
 
     jtrain train --config experiments/shakespeare_genre_minilm.py --workdir runs/genre_minilm
     jtrain train --config experiments/shakespeare_genre_minilm.py:scratch --workdir runs/genre_scratch
+    jtrain compare runs/genre_scratch runs/genre_minilm     # the two test summaries and their difference
     # the same run through the fine-tuning entry point, with any weights directory:
     jtrain finetune --config experiments/shakespeare_genre_minilm.py --pretrained PATH/TO/MINILM --workdir runs/g2
+
+Measured (300 steps each, the whole config as written; 2-core CPU shared with other jobs, 22 and 25 minutes):
+test accuracy 81.2% fine-tuned against 67.3% from scratch (+13.9 points; macro F1 0.812 vs 0.674), validation
+83.1% vs 68.6%, on 2,627 held-out passages each (the largest class is about 37%).
 """
 
 from jtrain.config import default_config
