@@ -19,7 +19,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from jtrain.data import decoded, registry, transforms
+from jtrain.data import decoded, order, registry, transforms
 from jtrain.errors import ConfigError
 
 
@@ -144,14 +144,11 @@ def train_dataset(
     # many records several times faster than one at a time. Every process draws the same global order of
     # indices and reads only its own rows of each global batch, so the global batches - and the training -
     # are the same whatever the number of processes.
-    ds = grain.MapDataset.range(len(source))
-    if len(ds) < config.batch_size:
-        raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(ds)} training examples")
-    ds = ds.seed(seed)
-    if config.shuffle:
-        ds = ds.shuffle()  # before repeat: every epoch gets a fresh permutation
-    ds = ds.repeat(None)
-    ds = ds.batch(config.batch_size * steps_per_call, drop_remainder=True)  # (k * global_batch,) indices
+    if len(source) < config.batch_size:
+        raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(source)} training examples")
+    # (k * global_batch,) indices per element; every epoch a fresh permutation when shuffling (jtrain/data/order.py)
+    ds = grain.MapDataset.source(order.EpochOrder(len(source), config.batch_size * steps_per_call, seed,
+                                                  config.shuffle)).seed(seed)
     ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch), spec))
     augment = transforms.parse_augmentations(config.augment)
     if augment and not spec.is_image:

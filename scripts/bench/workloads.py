@@ -28,7 +28,8 @@ WORKLOADS = {
     "tiny_multi": dict(base="", dataset="digits", batch=8, kind="mlp", hidden=(32,), dropout=0.0,
                        lr=1e-3, weight_decay=0.0, schedule="constant", warmup=0,
                        overrides=["data.name=digits", "data.batch_size=8", "model.name=mlp",
-                                  "model.hidden_sizes=(32,)", "train.steps_per_call=32"]),
+                                  "model.hidden_sizes=(32,)", "train.steps_per_call=32",
+                                  "train.log_every_steps=32", "checkpoint.every_steps=0"]),  # multiples of 32
     "mlp": dict(base="", dataset="fashion_mnist", batch=128, kind="mlp", hidden=(512, 512), dropout=0.0,
                 lr=1e-3, weight_decay=0.0, schedule="constant", warmup=0,
                 overrides=["data.name=fashion_mnist", "data.batch_size=128", "model.name=mlp",
