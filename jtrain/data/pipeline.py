@@ -157,6 +157,11 @@ def train_dataset(
         ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
     if config.normalize or data.stats.target_mean is not None:
         ds = ds.map(lambda b: standardize(b, data.stats, config.normalize))
+    return to_iterator(ds, config, steps_per_call)
+
+
+def to_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict, steps_per_call: int) -> grain.IterDataset:
+    """The end of every training pipeline: batches stacked k at a time for a multi-step call, then iterated."""
     if steps_per_call > 1:
         ds = ds.map(lambda b: stack_steps(b, steps_per_call))
     # No read-ahead here (grain's default is 16 threads filling a 500-batch buffer, slow to start and to

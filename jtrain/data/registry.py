@@ -40,6 +40,22 @@ class DatasetSpec:
         return len(self.input_shape) == 3
 
 
+def _shakespeare_text(name: str, tokenizer: str, examples: str = "") -> DatasetSpec:
+    """A view of the Shakespeare TFDS dataset (split by play). num_classes (the vocabulary) and input_shape
+    (data.seq_len) are filled in when the data is loaded (jtrain/data/text.py)."""
+    return DatasetSpec(name=name, builder=shakespeare.Shakespeare, splits={"train": "train", "val": "val", "test": "test"},
+                       num_classes=0, input_shape=(0,), input_key="text", target_key="text", scale=1.0, mean=None,
+                       std=None, tokenizer=tokenizer, examples=examples)
+
+
+def _fashion_mnist_half(name: str, builder, mean: float, std: float) -> DatasetSpec:
+    """Fashion-MNIST restricted to `builder.CLASSES` (jtrain/data/builders.py), with its own pixel statistics."""
+    return DatasetSpec(name=name, builder=builder, splits={"train": "train[:90%]", "val": "train[90%:]", "test": "test"},
+                       num_classes=len(builder.CLASSES), input_shape=(28, 28, 1), input_key="image", target_key="label",
+                       scale=1 / 255, mean=mean, std=std,
+                       class_names=tuple(builders.FASHION_MNIST_CLASSES[c] for c in builder.CLASSES))
+
+
 DATASETS = {
     "digits": DatasetSpec(
         name="digits",
@@ -82,32 +98,9 @@ DATASETS = {
         class_names=builders.FASHION_MNIST_CLASSES,
     ),
     # Fashion-MNIST in two disjoint halves, for transfer: garments (6 classes) and footwear + bags (4 classes).
-    "fashion_mnist_clothing": DatasetSpec(
-        name="fashion_mnist_clothing",
-        builder=builders.FashionMnistClothing,
-        splits={"train": "train[:90%]", "val": "train[90%:]", "test": "test"},
-        num_classes=len(builders.FashionMnistClothing.CLASSES),
-        input_shape=(28, 28, 1),
-        input_key="image",
-        target_key="label",
-        scale=1 / 255,
-        mean=0.3169,
-        std=0.3588,
-        class_names=tuple(builders.FASHION_MNIST_CLASSES[c] for c in builders.FashionMnistClothing.CLASSES),
-    ),
-    "fashion_mnist_accessories": DatasetSpec(
-        name="fashion_mnist_accessories",
-        builder=builders.FashionMnistAccessories,
-        splits={"train": "train[:90%]", "val": "train[90%:]", "test": "test"},
-        num_classes=len(builders.FashionMnistAccessories.CLASSES),
-        input_shape=(28, 28, 1),
-        input_key="image",
-        target_key="label",
-        scale=1 / 255,
-        mean=0.2398,
-        std=0.3389,
-        class_names=tuple(builders.FASHION_MNIST_CLASSES[c] for c in builders.FashionMnistAccessories.CLASSES),
-    ),
+    "fashion_mnist_clothing": _fashion_mnist_half("fashion_mnist_clothing", builders.FashionMnistClothing, 0.3169, 0.3588),
+    "fashion_mnist_accessories": _fashion_mnist_half("fashion_mnist_accessories", builders.FashionMnistAccessories,
+                                                     0.2398, 0.3389),
     # Tabular data from scikit-learn: per-feature standardisation from the training split.
     "diabetes": DatasetSpec(
         name="diabetes",
@@ -136,64 +129,13 @@ DATASETS = {
         class_names=builders.BREAST_CANCER_CLASSES,
     ),
     # Text for language models (jtrain/data/text.py): one TFDS dataset, split by play, two tokenizations.
-    # num_classes (the vocabulary) and input_shape (data.seq_len) are filled in when the data is loaded.
-    "shakespeare_char": DatasetSpec(
-        name="shakespeare_char",
-        builder=shakespeare.Shakespeare,
-        splits={"train": "train", "val": "val", "test": "test"},
-        num_classes=0,
-        input_shape=(0,),
-        input_key="text",
-        target_key="text",
-        scale=1.0,
-        mean=None,
-        std=None,
-        tokenizer="char",
-    ),
-    "shakespeare_bpe": DatasetSpec(
-        name="shakespeare_bpe",
-        builder=shakespeare.Shakespeare,
-        splits={"train": "train", "val": "val", "test": "test"},
-        num_classes=0,
-        input_shape=(0,),
-        input_key="text",
-        target_key="text",
-        scale=1.0,
-        mean=None,
-        std=None,
-        tokenizer="bpe",
-    ),
+    "shakespeare_char": _shakespeare_text("shakespeare_char", "char"),
+    "shakespeare_bpe": _shakespeare_text("shakespeare_bpe", "bpe"),
     # Post-training pairs from the same plays and the same character tokenizer as shakespeare_char, so a
     # shakespeare_char checkpoint fits (jtrain/data/sft.py): prompt = a line, response = the next line of the
     # speech; preference pairs reject a line of about the same length from another play of the same split.
-    "shakespeare_sft": DatasetSpec(
-        name="shakespeare_sft",
-        builder=shakespeare.Shakespeare,
-        splits={"train": "train", "val": "val", "test": "test"},
-        num_classes=0,
-        input_shape=(0,),
-        input_key="text",
-        target_key="text",
-        scale=1.0,
-        mean=None,
-        std=None,
-        tokenizer="char",
-        examples="sft",
-    ),
-    "shakespeare_pref": DatasetSpec(
-        name="shakespeare_pref",
-        builder=shakespeare.Shakespeare,
-        splits={"train": "train", "val": "val", "test": "test"},
-        num_classes=0,
-        input_shape=(0,),
-        input_key="text",
-        target_key="text",
-        scale=1.0,
-        mean=None,
-        std=None,
-        tokenizer="char",
-        examples="preference",
-    ),
+    "shakespeare_sft": _shakespeare_text("shakespeare_sft", "char", examples="sft"),
+    "shakespeare_pref": _shakespeare_text("shakespeare_pref", "char", examples="preference"),
     # Labelled passages (jtrain/data/shakespeare_genre.py): MiniLM WordPiece ids, held out by passage.
     "shakespeare_genre": DatasetSpec(
         name="shakespeare_genre",

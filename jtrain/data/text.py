@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from jtrain.data import registry, tokenize
-from jtrain.data.pipeline import Data, Stats, local_batch_size, own_rows, stack_steps
+from jtrain.data.pipeline import Data, Stats, local_batch_size, own_rows, to_iterator
 from jtrain.errors import ConfigError
 
 
@@ -121,12 +121,7 @@ def train_dataset(data: TextData, config: ml_collections.ConfigDict, seed: int, 
         ds = ds.shuffle()  # a fresh permutation of the rows every epoch
     ds = ds.repeat(None).batch(config.batch_size * steps_per_call, drop_remainder=True)  # (k * global_batch,) rows
     ds = ds.map(lambda indices: source.rows(own_rows(indices, config.batch_size, process_index, batch)))
-    if steps_per_call > 1:
-        ds = ds.map(lambda b: stack_steps(b, steps_per_call))
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-    if config.prefetch > 0:
-        it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=config.prefetch)
-    return it
+    return to_iterator(ds, config, steps_per_call)
 
 
 def eval_batches(data: TextData, role: str, config: ml_collections.ConfigDict, process_index: int = 0,
