@@ -46,6 +46,7 @@ def get_config():
 
     c.train.steps = 3600
     c.train.log_every_steps = 100
+    c.train.log_grad_norm = True  # a language model's first sign of trouble; its cost is lost in the step here
     c.eval.every_steps = 600
     c.checkpoint.every_steps = 600
     return c

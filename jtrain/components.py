@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import functools
 import math
 from typing import Any, Callable
 
@@ -25,7 +26,7 @@ from jtrain import sharding
 from jtrain.config import validate
 from jtrain.errors import ConfigError
 from jtrain.state import TrainState, init_state
-from jtrain.step import make_eval_step, make_train_step
+from jtrain.step import all_finite, make_eval_step, make_train_step
 
 
 @dataclasses.dataclass
@@ -41,7 +42,11 @@ class Run:
     abstract_state: Any  # pytree of ShapeDtypeStruct
     init: Callable[[], TrainState]  # jitted, creates the state directly sharded
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
-    train_steps: Callable | None  # train.steps_per_call > 1: jitted (state, (k, B, ...) batches) -> (state, (k,) metrics)
+    # n -> the loop's jitted call of n steps (packed_call): (state, batch) -> (state, (M,) metrics), or with
+    # train.steps_per_call > 1 (state, chunk (T, B, ...), index) -> (state, (n, M)); args from jtrain/feed.py
+    train_call: Callable[[int], Callable]
+    metric_names: list[str]  # the M columns of train_call's packed metrics, known once it has been traced
+    params_finite: Callable  # jitted state -> () bool, checked before a save (jtrain/step.py apply_update)
     eval_step: Callable  # jitted (state, batch) -> sums
     # Applied once to the state training starts from (scratch or init.pretrained, not a resume): DPO freezes
     # those params as its reference (jtrain/dpo.py); every other run starts from the state as it is.
@@ -53,14 +58,29 @@ class Run:
         return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def scan_steps(train_step: Callable) -> Callable:
-    """Several steps in one dispatch: `train_step` scanned over stacked batches (k, B, ...) -> metrics (k,).
-    A small model's step takes less time than Python needs to launch it; one call per k steps hides that."""
+def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str]) -> Callable:
+    """The loop's jitted call: one step on a batch (B, ...), or with `scan` (train.steps_per_call > 1) `steps`
+    steps on consecutive batches of a chunk already on the device, sliced out inside the call (jtrain/feed.py):
+    a small model's step takes less time than Python needs to launch it, and one dispatch per k steps hides that.
 
-    def train_steps(state, batches):
-        return jax.lax.scan(train_step, state, batches)
+    The step's scalar metrics come back packed in one float32 array, (M,) or (steps, M) with `scan`, columns in
+    the order of `metric_names` (filled in when the call is traced): the loop fetches one buffer per call
+    instead of one per metric, which cost a tiny model a fifth of its speed."""
 
-    return train_steps
+    def pack(metrics: dict) -> jax.Array:
+        metric_names[:] = sorted(metrics)
+        return jnp.stack([metrics[k].astype(jnp.float32) for k in metric_names], axis=-1)
+
+    def call(state, batch):  # batch: (B, ...) per key
+        state, metrics = train_step(state, batch)  # () each
+        return state, pack(metrics)
+
+    def scanned(state, chunk, index):  # chunk: (T, B, ...) per key; index: () int32, the call's first batch
+        batches = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, index, steps), chunk)  # (steps, B, ...)
+        state, metrics = jax.lax.scan(train_step, state, batches)  # (steps,) each
+        return state, pack(metrics)
+
+    return scanned if scan else call
 
 
 def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
@@ -102,7 +122,8 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     batch_sharding = mesh_lib.batch_sharding(mesh)
     replicated = mesh_lib.replicated(mesh)
     rules = sharding.parse_rules(config.mesh.rules)  # the steps pin activations by the same rules (sharding.constrain)
-    step_options = dict(penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps)
+    step_options = dict(penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps,
+                        grad_norm=config.train.log_grad_norm)
     if task == "preference":  # DPO: the policy against a frozen reference on (chosen, rejected) pairs (jtrain/dpo.py)
         step_fn = dpo.make_train_step(model, tx, loss_fn, schedule, config.train.on_nonfinite, **step_options)
         eval_fn = dpo.make_eval_step(model, loss_fn)
@@ -110,8 +131,19 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         step_fn = make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite, **step_options)
         eval_fn = make_eval_step(model, loss_fn, task, config.eval.top_k)
     train_step = sharding.pinned(step_fn, mesh, rules)
-    jit_steps = lambda fn, batches: jax.jit(fn, in_shardings=(shardings, batches), out_shardings=(shardings, replicated),
-                                            donate_argnums=0)
+    jit_step = jax.jit(train_step, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
+                       donate_argnums=0)
+    chunk_sharding = mesh_lib.batch_sharding(mesh, stacked=True)
+
+    metric_names: list[str] = []
+
+    @functools.lru_cache(maxsize=None)  # one compiled call per length: k, and a shorter final call's
+    def train_call(steps: int) -> Callable:
+        scan = config.train.steps_per_call > 1
+        batches = (chunk_sharding, replicated) if scan else (batch_sharding,)
+        return jax.jit(packed_call(train_step, steps, scan, metric_names), in_shardings=(shardings, *batches),
+                       out_shardings=(shardings, replicated), donate_argnums=0)
+
     return Run(
         config=config,
         mesh=mesh,
@@ -123,9 +155,10 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         state_shardings=shardings,
         abstract_state=abstract_state,
         init=jax.jit(init, out_shardings=shardings),
-        train_step=jit_steps(train_step, batch_sharding),
-        train_steps=(jit_steps(scan_steps(train_step), mesh_lib.batch_sharding(mesh, stacked=True))
-                     if config.train.steps_per_call > 1 else None),
+        train_step=jit_step,
+        train_call=train_call,
+        metric_names=metric_names,
+        params_finite=jax.jit(lambda state: all_finite(state.params), in_shardings=(shardings,), out_shardings=replicated),
         eval_step=jax.jit(sharding.pinned(eval_fn, mesh, rules), in_shardings=(shardings, batch_sharding),
                           out_shardings=replicated),
         begin=(jax.jit(dpo.reset_reference, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)

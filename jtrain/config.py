@@ -44,7 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize = True  # standardise inputs: images with the dataset's mean/std, tabular features per feature
     c.data.normalize_targets = True  # standardise regression targets with train-split mean/std; metrics in target units
     c.data.augment = ""  # comma-separated augmentations on training images: shift, flip, noise
-    c.data.prefetch = 2  # batches prepared ahead by a background thread; 0 = none
+    c.data.prefetch = 2  # transfers' worth of batches prepared ahead by a background thread; 0 = none
+    c.data.transfer_batches = 0  # training batches copied to the device in one transfer, then taken there one call at a time (jtrain/feed.py); 0 = auto (up to 32 batches and 64 MB); a multiple of train.steps_per_call
     c.data.in_memory_mb = 2048  # decode a split once into memory (cached as .npy beside the dataset) when it fits in this many MB; 0 = read records every batch
     c.data.seq_len = 128  # text datasets (shakespeare_char, shakespeare_bpe): tokens per packed sequence, at most model.max_len
     c.data.jsonl = ml_collections.ConfigDict()  # your own post-training examples instead of a builtin's (jtrain/data/sft.py)
@@ -96,6 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.steps_per_call = 1  # optimizer steps per jitted dispatch (a scan over stacked batches); > 1 speeds up tiny models
     c.train.progress = True  # progress bar on a TTY (also off when JTRAIN_NO_PROGRESS is set)
     c.train.on_nonfinite = "halt"  # non-finite loss/gradients: halt (error naming the step) or skip (drop the update)
+    c.train.log_grad_norm = False  # log the global gradient norm of every step (one more pass over the gradients, ~5% of a small model's step on CPU)
     c.train.early_stopping_patience = 0  # stop after this many evals without improving eval.best_metric; 0 = off
     c.train.early_stopping_min_delta = 0.0  # smallest change of eval.best_metric that counts as an improvement
     c.train.peak_flops = 0.0  # peak FLOP/s of one device, for MFU in the logs (decoder); 0 = measure a float32 matmul once
@@ -288,6 +290,9 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.train.log_every_steps > 0, "train.log_every_steps", "must be > 0")
     k = c.train.steps_per_call
     need(k >= 1, "train.steps_per_call", f"must be >= 1, got {k}")
+    t = c.data.transfer_batches
+    need(t >= 0, "data.transfer_batches", f"must be >= 0 (0 = auto), got {t}")
+    need(t == 0 or k < 1 or t % k == 0, "data.transfer_batches", f"must be a multiple of train.steps_per_call={k}, got {t}")
     for key, every in (("train.log_every_steps", c.train.log_every_steps), ("eval.every_steps", c.eval.every_steps),
                        ("checkpoint.every_steps", c.checkpoint.every_steps)):
         # Logs, evals and saves happen between dispatches, so their intervals must be whole numbers of them.

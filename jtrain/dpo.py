@@ -91,7 +91,8 @@ def reward_metrics(rewards: jax.Array) -> dict:
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: PreferenceLoss,
                     schedule: optax.Schedule, on_nonfinite: str = "halt", *, penalty: Callable | None = None,
-                    accumulate_steps: int = 1) -> Callable[[DPOState, Batch], tuple[DPOState, dict]]:
+                    accumulate_steps: int = 1, grad_norm: bool = False
+                    ) -> Callable[[DPOState, Batch], tuple[DPOState, dict]]:
     """Like jtrain/step.py make_train_step (dropout keys, micro-batches, penalty, non-finite handling), with the
     DPO objective; gradients flow into `params` only."""
 
@@ -115,7 +116,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
         metrics = {"loss": loss, **reward_metrics(rewards)}
         if penalty is not None:
             metrics["penalty"] = objective - loss
-        return apply_update(state, grads, new_model_state, metrics, tx, schedule, on_nonfinite)
+        return apply_update(state, grads, new_model_state, metrics, tx, schedule, on_nonfinite, grad_norm)
 
     return train_step
 

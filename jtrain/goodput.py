@@ -27,6 +27,10 @@ class TimeBudget:
         finally:
             self.seconds[category] += time.perf_counter() - began
 
+    def add(self, category: str, seconds: float) -> None:
+        """The same as `track`, for the loop's per-step path, where a context manager's cost shows."""
+        self.seconds[category] += seconds
+
     def report(self) -> dict[str, float]:
         total = max(time.perf_counter() - self._start, 1e-9)
         step = max(total - sum(self.seconds.values()), 0.0)

@@ -27,6 +27,8 @@ from jtrain import components
 from jtrain import config as config_lib
 from jtrain import data as data_lib
 from jtrain import distributed
+from jtrain import feed as feed_lib
+from jtrain import mesh as mesh_lib
 from jtrain import metrics as metrics_lib
 from jtrain import plots, pretrained, summary as summary_lib
 from jtrain import sharding as sharding_lib
@@ -55,9 +57,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        config.train.early_stopping_min_delta) if config.eval.best_metric else None
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
                                        config.checkpoint.keep_best if best else 0, config.checkpoint.async_save)
-    per_call = config.train.steps_per_call  # optimizer steps per dispatch; batches come stacked when > 1
-    train_iter = iter(data_lib.train_dataset(run.data, config.data, config.seed, jax.process_index(),
-                                             jax.process_count(), per_call))
+    per_call = config.train.steps_per_call  # optimizer steps per dispatch
+    # Batches reach the device T at a time and each call slices its own there (jtrain/feed.py).
+    local_batch = config.data.batch_size // jax.process_count()
+    per_transfer = feed_lib.batches_per_transfer(config.data.transfer_batches, per_call,
+                                                 feed_lib.batch_bytes(run.data.spec, local_batch))
+    pipeline = iter(data_lib.train_dataset(run.data, config.data, config.seed, jax.process_index(),
+                                           jax.process_count(), per_transfer))
+    train_iter = feed_lib.DeviceFeed(pipeline, lambda chunk: run.put_batch(chunk, stacked=True), per_transfer, per_call,
+                                     mesh_lib.batch_sharding(run.mesh), mesh_lib.replicated(run.mesh))
     target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
 
     # ------------------------------------------------------------------ init: resume > pretrained > scratch
@@ -65,6 +73,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if restored:
         start, state, meta = restored
         _check_same_steps_per_call(meta, per_call, ckpt.directory)
+        _check_same_transfer(meta, per_transfer, ckpt.directory)
         if best and meta.get("best"):
             best.load_state_dict(meta["best"])
         skipped = meta.get("skipped_steps", 0)
@@ -78,7 +87,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
         return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
-                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None}
+                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None,
+                "batches_per_transfer": per_transfer}
 
     total = run.total_steps
     speed = throughput.for_run(run)  # tokens/s and MFU for language models; None otherwise
@@ -103,9 +113,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def fetch_pending(upto: int) -> list[dict]:
         """Brings the pending metrics to the host and enforces train.on_nonfinite (the one host sync)."""
         nonlocal pending, skipped
-        fetched, pending = jax.device_get(pending), []
-        if per_call > 1:  # each entry holds (n,) metrics of n steps
-            fetched = [{k: v[i] for k, v in m.items()} for m in fetched for i in range(len(m["loss"]))]
+        packed, pending = jax.device_get(pending), []  # each (M,), or (n, M) for a call of n steps
+        rows = [row for p in packed for row in (p if per_call > 1 else [p])]
+        fetched = [dict(zip(run.metric_names, row)) for row in rows]
         first = upto - len(fetched) + 1
         bad = [first + i for i, m in enumerate(fetched) if m["nonfinite"]]
         if bad and config.train.on_nonfinite == "halt":
@@ -118,25 +128,36 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         skipped += len(bad)
         return fetched
 
+    def before_save(step: int, state) -> None:
+        """Never save (or rank) a state that went non-finite: the pending metrics are checked, and under "halt",
+        whose steps flag only a non-finite loss (jtrain/step.py apply_update), the parameters themselves."""
+        fetch_pending(step)
+        if config.train.on_nonfinite == "halt" and not bool(run.params_finite(state)):
+            good = [s for s in ckpt.all_steps() if s < step]
+            raise TrainingError(f"non-finite parameters after step {step} (the gradients went non-finite under a "
+                                f"finite loss); last good checkpoint: {f'{ckpt.directory}/{good[-1]}' if good else 'none'}")
+
     budget = TimeBudget()
+    train_call = run.train_call(per_call)
+    # The per-step path below runs thousands of times a second on small models: settings are read once here.
+    log_every, eval_every, save_every = (config.train.log_every_steps, config.eval.every_steps,
+                                         config.checkpoint.every_steps)
+    clock = time.perf_counter
     with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
         done = start
         while done < total:
             n = min(per_call, total - done)  # fewer only in the last call of a run with a partial final call
-            with budget.track("data"):
-                local = next(train_iter)
-                batch = run.put_batch(local if per_call == 1 else {k: v[:n] for k, v in local.items()},
-                                      stacked=per_call > 1)
-            # The first call traces and compiles (and a shorter last call compiles its own shape).
-            with budget.track("compile") if done == start or n != per_call else contextlib.nullcontext():
-                if per_call == 1:
-                    state, step_metrics = run.train_step(state, batch)
-                else:
-                    state, step_metrics = run.train_steps(state, batch)  # metrics (n,)
+            began = clock()
+            batches = train_iter.next(n)  # a copy to the device once every T / k calls
+            fed = clock()
+            budget.add("data", fed - began)
+            state, step_metrics = (train_call if n == per_call else run.train_call(n))(state, *batches)
+            if done == start or n != per_call:  # the first call traced and compiled (a shorter last call its own)
+                budget.add("compile", clock() - fed)
             pending.append(step_metrics)
             progress.update(n)
             done += n
-            log_now = done % config.train.log_every_steps == 0 or done == total
+            log_now = done % log_every == 0 or done == total
 
             if log_now:
                 last_train = _mean_metrics(fetch_pending(done))
@@ -152,9 +173,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 if not progress.enabled and is_main:
                     progress.write(_log_line(done, total, "train", last_train))
 
-            eval_now = config.eval.every_steps and done % config.eval.every_steps == 0 and done != total
+            eval_now = eval_every and done % eval_every == 0 and done != total
             if eval_now and "val" in run.data.sources:
-                fetch_pending(done)  # never rank or save a checkpoint of a state that went non-finite
+                before_save(done, state)  # evals rank checkpoints
                 with budget.track("eval"):
                     val = metrics_lib.scalars(evaluate_split(run, state, "val"))
                 writer.write(done, "val", val)
@@ -170,15 +191,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         stopped_early = True
                         break
 
-            if config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0 and done != total:
+            if save_every and done % save_every == 0 and done != total:
                 if ckpt.latest_step() != done:
-                    fetch_pending(done)
+                    before_save(done, state)
                     with budget.track("checkpoint"):
                         ckpt.save(done, state, train_iter, meta_at(done))
 
             # With several processes the signal check is collective, so it runs only at log steps.
             if (single_process or log_now) and preemption.stop_requested():
-                fetch_pending(done)
+                before_save(done, state)
                 if ckpt.latest_step() != done:
                     ckpt.save(done, state, train_iter, meta_at(done))
                 ckpt.close()  # durable before we say so
@@ -188,7 +209,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         time_spent = budget.report()  # the loop's own time, before the final evaluation
 
         # -------------------------------------------------------------- final checkpoint and evaluation
-        fetch_pending(end)
+        before_save(end, state)
         reports = {role: evaluate_split(run, state, role) for role in ("val", "test") if role in run.data.sources}
         if ckpt.latest_step() != end:
             val_scalars = metrics_lib.scalars(reports["val"]) if "val" in reports else None
@@ -235,6 +256,15 @@ def _check_same_steps_per_call(meta: dict, per_call: int, directory: str) -> Non
     if saved != per_call:
         raise UserError(f"config key 'train.steps_per_call': {per_call}, but the checkpoints in {directory} were "
                         f"written with {saved}; resume with --config.train.steps_per_call={saved}")
+
+
+def _check_same_transfer(meta: dict, per_transfer: int, directory: str) -> None:
+    """The saved data position counts whole transfers of T batches (jtrain/feed.py), so resuming needs the same T."""
+    saved = meta.get("batches_per_transfer") or (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
+    if saved != per_transfer:
+        raise UserError(f"config key 'data.transfer_batches': this run copies {per_transfer} batches per transfer, "
+                        f"but the checkpoints in {directory} were written with {saved}; resume with "
+                        f"--config.data.transfer_batches={saved}")
 
 
 def _writable_workdir(workdir: str) -> str:

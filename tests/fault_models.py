@@ -27,3 +27,39 @@ class NaNSometimes(nn.Module):
 
 def nan_cnn(config, num_outputs: int) -> nn.Module:
     return NaNSometimes(0.1, CNN((8,), 32, num_outputs))
+
+
+@jax.custom_vjp
+def _poison_gradient(x: jax.Array, poisoned: jax.Array) -> jax.Array:
+    return x  # the identity forward; backward makes the gradient NaN when `poisoned` (0.0 or 1.0)
+
+
+def _poison_fwd(x, poisoned):
+    return x, poisoned
+
+
+def _poison_bwd(poisoned, g):
+    return jnp.where(poisoned > 0, jnp.nan, g), jnp.zeros_like(poisoned)
+
+
+_poison_gradient.defvjp(_poison_fwd, _poison_bwd)
+
+
+class NaNGradientsSometimes(nn.Module):
+    """A CNN whose loss stays finite but whose gradients turn NaN on about `rate` of the steps (chosen by the
+    step's dropout key, as in NaNSometimes): the case a check of the loss alone cannot see."""
+
+    rate: float
+    inner: nn.Module
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        out = self.inner(x, train=train)  # (B, C)
+        if train:
+            poisoned = (jax.random.uniform(self.make_rng("dropout")) < self.rate).astype(out.dtype)
+            out = _poison_gradient(out, poisoned)
+        return out
+
+
+def nan_grad_cnn(config, num_outputs: int) -> nn.Module:
+    return NaNGradientsSometimes(0.1, CNN((8,), 32, num_outputs))

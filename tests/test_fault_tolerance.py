@@ -157,6 +157,35 @@ def test_nonfinite_skip_drops_updates_and_halt_names_step_and_checkpoint(digits_
     assert all(s < first_bad for s in _steps(halt_dir))
 
 
+def test_nonfinite_gradients_under_a_finite_loss_are_never_saved(digits_data_dir, tmp_path):
+    # "halt" steps flag a non-finite loss only; the parameters are checked before every save instead.
+    def run(mode, workdir):
+        return run_jtrain(["train", "--config", "experiments/digits_cnn.py", *SMOKE_OVERRIDES,
+                           "--config.model.name=fault_models:nan_grad_cnn", "--config.train.log_every_steps=1",
+                           "--config.checkpoint.every_steps=1", "--config.eval.every_steps=0",
+                           f"--config.train.on_nonfinite={mode}", "--config.train.steps=40", "--workdir", workdir],
+                          digits_data_dir, {"PYTHONPATH": os.path.join(REPO_ROOT, "tests") + os.pathsep + REPO_ROOT})
+
+    skip_dir, halt_dir = str(tmp_path / "skip"), str(tmp_path / "halt")
+    skipped = run("skip", skip_dir)
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    train = [r for r in map(json.loads, open(os.path.join(skip_dir, "metrics.jsonl"))) if r["split"] == "train"]
+    bad_steps = [b["step"] for a, b in zip([{"skipped_steps": 0}] + train, train)
+                 if b["skipped_steps"] > a["skipped_steps"]]
+    assert bad_steps, "the injected NaN gradients must have hit some steps"
+    assert all(np.isfinite(r["loss"]) for r in train)  # the loss never showed it
+
+    halted = run("halt", halt_dir)
+    assert halted.returncode == 1
+    last = halted.stderr.strip().splitlines()[-1]
+    first_bad = bad_steps[0]
+    good = first_bad - 1 if first_bad > 1 else None
+    where = f"{halt_dir}/checkpoints/{good}" if good else "none"
+    assert last == (f"jtrain: error: non-finite parameters after step {first_bad} (the gradients went non-finite "
+                    f"under a finite loss); last good checkpoint: {where}"), last
+    assert all(s < first_bad for s in _steps(halt_dir))
+
+
 def test_best_and_latest_checkpoints_are_both_kept(digits_data_dir, tmp_path):
     workdir = str(tmp_path)
     result = run_jtrain([*BASE, "--config.train.steps=60", "--config.eval.every_steps=10",

@@ -53,8 +53,8 @@ def _steps(model, tx, **kwargs):
 @pytest.mark.parametrize("tx", [optax.sgd(0.1), optax.adam(1e-2)], ids=["sgd", "adam"])
 def test_k_micro_batches_equal_one_k_times_larger_batch(tx):
     model = _model()
-    one, _ = _steps(model, tx)
-    four, _ = _steps(model, tx, accumulate_steps=4)
+    one, _ = _steps(model, tx, grad_norm=True)
+    four, _ = _steps(model, tx, accumulate_steps=4, grad_norm=True)
     state_one = state_four = _state(model, tx)
     for step in range(2):
         batch = _batch(seed=step)

@@ -42,7 +42,7 @@ def test_stacked_batches_are_consecutive_single_batches(digits_data_dir):
     c.dir, c.batch_size, c.prefetch = digits_data_dir, 8, 0
     data = pipeline.load(c)
     singles = _take(iter(pipeline.train_dataset(data, c, seed=3)), 9)
-    stacked = _take(iter(pipeline.train_dataset(data, c, seed=3, steps_per_call=3)), 3)
+    stacked = _take(iter(pipeline.train_dataset(data, c, seed=3, stack=3)), 3)
     for j, group in enumerate(stacked):
         assert group["inputs"].shape == (3, 8, 8, 8, 1) and group["targets"].shape == (3, 8)
         for i in range(3):
@@ -50,7 +50,7 @@ def test_stacked_batches_are_consecutive_single_batches(digits_data_dir):
                 np.testing.assert_array_equal(group[key][i], singles[3 * j + i][key])
     # Two processes: each gets its own half of every step's global batch.
     halves = [_take(iter(pipeline.train_dataset(data, c, seed=3, process_index=p, process_count=2,
-                                                steps_per_call=3)), 1)[0] for p in (0, 1)]
+                                                stack=3)), 1)[0] for p in (0, 1)]
     np.testing.assert_array_equal(np.concatenate([h["targets"] for h in halves], axis=1), stacked[0]["targets"])
 
 

@@ -127,17 +127,17 @@ def train_dataset(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
-    steps_per_call: int = 1,
+    stack: int = 1,
 ) -> grain.IterDataset:
     """An endless iterator of training batches; its `get_state()` is saved in checkpoints.
 
-    `steps_per_call` > 1 yields the next k batches at once, stacked (k, B, ...) for a multi-step dispatch
-    (train.steps_per_call): the same examples in the same order as k single batches."""
+    `stack` > 1 yields the next k batches at once, stacked (k, B, ...), for one copy to the device
+    (jtrain/feed.py): the same examples in the same order as k single batches."""
     spec = data.spec
     if spec.is_text:
         from jtrain.data import text
 
-        return text.train_dataset(data, config, seed, process_index, process_count, steps_per_call)
+        return text.train_dataset(data, config, seed, process_index, process_count, stack)
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
     source = data.sources["train"]
     # The pipeline runs over example indices and reads a whole batch at once: a TFDS data source reads
@@ -147,7 +147,7 @@ def train_dataset(
     if len(source) < config.batch_size:
         raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(source)} training examples")
     # (k * global_batch,) indices per element; every epoch a fresh permutation when shuffling (jtrain/data/order.py)
-    ds = grain.MapDataset.source(order.EpochOrder(len(source), config.batch_size * steps_per_call, seed,
+    ds = grain.MapDataset.source(order.EpochOrder(len(source), config.batch_size * stack, seed,
                                                   config.shuffle)).seed(seed)
     ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch), spec))
     augment = transforms.parse_augmentations(config.augment)
@@ -157,13 +157,13 @@ def train_dataset(
         ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
     if config.normalize or data.stats.target_mean is not None:
         ds = ds.map(lambda b: standardize(b, data.stats, config.normalize))
-    return to_iterator(ds, config, steps_per_call)
+    return to_iterator(ds, config, stack)
 
 
-def to_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict, steps_per_call: int) -> grain.IterDataset:
-    """The end of every training pipeline: batches stacked k at a time for a multi-step call, then iterated."""
-    if steps_per_call > 1:
-        ds = ds.map(lambda b: stack_steps(b, steps_per_call))
+def to_iterator(ds: grain.MapDataset, config: ml_collections.ConfigDict, stack: int) -> grain.IterDataset:
+    """The end of every training pipeline: batches stacked k at a time for one transfer, then iterated."""
+    if stack > 1:
+        ds = ds.map(lambda b: stack_steps(b, stack))
     # No read-ahead here (grain's default is 16 threads filling a 500-batch buffer, slow to start and to
     # restore); data.prefetch alone decides how many batches a background thread prepares.
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
@@ -179,7 +179,7 @@ def own_rows(indices: np.ndarray, global_batch: int, process_index: int, local_b
 
 
 def stack_steps(batch: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
-    """(k * B, ...) arrays -> (k, B, ...): one batch per step of a multi-step call."""
+    """(k * B, ...) arrays -> (k, B, ...): one batch per step."""
     return {key: value.reshape(steps, -1, *value.shape[1:]) for key, value in batch.items()}
 
 

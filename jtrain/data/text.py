@@ -108,9 +108,9 @@ def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> TextD
 
 
 def train_dataset(data: TextData, config: ml_collections.ConfigDict, seed: int, process_index: int = 0,
-                  process_count: int = 1, steps_per_call: int = 1) -> grain.IterDataset:
+                  process_count: int = 1, stack: int = 1) -> grain.IterDataset:
     """Endless batches of shuffled rows; every process reads its own rows of the same global batches
-    (stacked k at a time, (k, B, T), for `steps_per_call` = k > 1: pipeline.train_dataset)."""
+    (stacked k at a time, (k, B, T), for `stack` = k > 1: pipeline.train_dataset)."""
     batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
     source = data.sources["train"]
     if len(source) < config.batch_size:
@@ -119,9 +119,9 @@ def train_dataset(data: TextData, config: ml_collections.ConfigDict, seed: int, 
     ds = grain.MapDataset.range(len(source)).seed(seed)
     if config.shuffle:
         ds = ds.shuffle()  # a fresh permutation of the rows every epoch
-    ds = ds.repeat(None).batch(config.batch_size * steps_per_call, drop_remainder=True)  # (k * global_batch,) rows
+    ds = ds.repeat(None).batch(config.batch_size * stack, drop_remainder=True)  # (k * global_batch,) rows
     ds = ds.map(lambda indices: source.rows(own_rows(indices, config.batch_size, process_index, batch)))
-    return to_iterator(ds, config, steps_per_call)
+    return to_iterator(ds, config, stack)
 
 
 def eval_batches(data: TextData, role: str, config: ml_collections.ConfigDict, process_index: int = 0,

@@ -1,0 +1,107 @@
+"""Training batches copied to the device many at a time, then handed to the jitted calls from there.
+
+Copying a batch to the device has a fixed cost (about 70 us on CPU), and while a step is running the copy also
+waits for the step's compute threads: fed one batch per step, the Fashion-MNIST MLP ran at 0.87 of its speed on
+batches already on the device, and a tiny model at 0.1 (BENCHMARKS.md). So the pipeline stacks T consecutive
+batches into one element (T, B, ...) and the loop copies each element once. With one step per call, one jitted
+split per chunk turns it into T batches on the device; with k steps per call (train.steps_per_call), each
+scanned call slices its k batches out of the chunk itself, given the index of its first batch as a device
+scalar made once. The examples and their order are those of T single batches (tests/test_feed.py).
+
+Checkpoints record the pipeline's position before the current chunk and how many of its batches were taken,
+so a run saved in the middle of a chunk resumes on exactly the next batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Sharding
+
+AUTO_MAX_BATCHES = 32
+AUTO_MAX_BYTES = 64 << 20  # a transfer's bytes; device memory the chunk holds besides the state
+
+
+def batches_per_transfer(configured: int, steps_per_call: int, batch_bytes: int) -> int:
+    """data.transfer_batches, or for 0 (auto) as many whole calls as fit in 32 batches and 64 MB (at least one)."""
+    if configured:
+        return configured
+    fit = max(1, min(AUTO_MAX_BATCHES, AUTO_MAX_BYTES // max(batch_bytes, 1)))
+    return max(steps_per_call, fit // steps_per_call * steps_per_call)
+
+
+def batch_bytes(spec, batch: int) -> int:
+    """Bytes of one training batch's inputs (float32 or int32, 4 bytes an element), the bulk of what is copied."""
+    return 4 * batch * math.prod(spec.input_shape)
+
+
+class DeviceFeed:
+    """Hands out the device arguments of each jitted call after the state: `(batch,)` with one step per call,
+    `(chunk, index of the call's first batch)` with several (jtrain/components.py packed_call).
+
+    `iterator` yields host chunks (T, B, ...) (a grain iterator, data.prefetch ahead); `put` copies one to the
+    device, sharded over B. The feed is what checkpoints save as the data position (`get_state` / `set_state`,
+    as a grain iterator offers them).
+    """
+
+    def __init__(self, iterator, put: Callable[[dict], dict], per_transfer: int, per_call: int,
+                 batch_sharding: Sharding, index_sharding: Sharding):
+        self._iterator = iterator
+        self._put = put
+        self.per_transfer = per_transfer
+        self._per_call = per_call
+        # One step per call: a split on the device gives every step its own batch; a step reading its batch out
+        # of the chunk by a dynamic index ran the MLP 8% slower than one given a whole array (CNN: no difference).
+        self._split = jax.jit(lambda chunk: [jax.tree.map(lambda a: a[i], chunk) for i in range(per_transfer)],
+                              out_shardings=batch_sharding) if per_call == 1 else None
+        self._index_sharding = index_sharding
+        self._indices: dict[int, jax.Array] = {}  # batch offset -> device int32 scalar, made once each
+        self._chunk = None  # the current chunk on the device: (T, B, ...) per key, or its T batches when split
+        self._taken = 0  # batches of the current chunk handed out
+        self._position = None  # the pipeline's state before the current chunk
+        self._skip = 0  # after a restore: batches of the next chunk already trained on
+
+    def next(self, n: int) -> tuple:
+        """The device arguments of the next call of `n` steps; a call never spans two chunks (T is a multiple
+        of the steps per call, and only a run's last call may be shorter)."""
+        if self._chunk is None or self._taken + n > self.per_transfer:
+            self._position = self._iterator.get_state()
+            chunk = next(self._iterator)  # (T, B, ...) per key; (B, ...) when T = 1
+            chunk = self._put(chunk if self.per_transfer > 1 else {k: v[None] for k, v in chunk.items()})
+            self._chunk = self._split(chunk) if self._split else chunk
+            self._taken, self._skip = self._skip, 0
+        first = self._taken
+        self._taken += n
+        if self._split:
+            return (self._chunk[first],)
+        return self._chunk, self._index(first)
+
+    def _index(self, offset: int) -> jax.Array:
+        if offset not in self._indices:
+            self._indices[offset] = jax.make_array_from_callback((), self._index_sharding, lambda _: np.int32(offset))
+        return self._indices[offset]
+
+    # ------------------------------------------------------------------ checkpointed position
+
+    def get_state(self) -> bytes:
+        if self._chunk is None or self._taken == self.per_transfer:  # at a chunk boundary
+            position, taken = self._iterator.get_state(), self._skip
+        else:
+            position, taken = self._position, self._taken
+        return json.dumps({"pipeline": position, "taken": taken, "batches_per_transfer": self.per_transfer}).encode()
+
+    def set_state(self, state: bytes) -> None:
+        state = json.loads(state)
+        if "pipeline" not in state:  # written before chunked transfers: the pipeline's own state, at a boundary
+            state = {"pipeline": state, "taken": 0}
+        self._iterator.set_state(state["pipeline"])
+        self._chunk, self._taken, self._skip = None, 0, state["taken"]
+
+    def start_prefetch(self) -> None:  # the grain checkpoint handler calls it after set_state
+        start = getattr(self._iterator, "start_prefetch", None)
+        if start:
+            start()

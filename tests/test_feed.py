@@ -1,0 +1,145 @@
+"""Batches copied to the device T at a time (jtrain/feed.py): each call gets the same batches, in the same order,
+as one copy per batch would give it; a run trains the same whatever T; a run saved in the middle of a chunk
+resumes on exactly the next batch; a resume with another T is refused."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import jtrain
+from jtrain import feed
+from jtrain.checkpoint import load_arrays
+from jtrain.config import default_config, validate
+from jtrain.data import pipeline
+from jtrain.errors import ConfigError, UserError
+
+
+def _data(data_dir: str):
+    c = default_config().data
+    c.dir, c.batch_size, c.prefetch = data_dir, 8, 0
+    return pipeline.load(c), c
+
+
+def _feed(data, c, per_transfer: int, per_call: int) -> feed.DeviceFeed:
+    it = iter(pipeline.train_dataset(data, c, seed=3, stack=per_transfer))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return feed.DeviceFeed(it, lambda chunk: jax.tree.map(jax.device_put, chunk), per_transfer, per_call, device,
+                           device)
+
+
+def _calls(f: feed.DeviceFeed, count: int, n: int) -> list[dict]:
+    """The batches of `count` calls of `n` steps each, as the jitted call gets them: (n, B, ...) per key."""
+    out = []
+    for _ in range(count):
+        args = f.next(n)
+        if len(args) == 1:  # one step per call: its own batch
+            out.append({k: np.asarray(v)[None] for k, v in args[0].items()})
+        else:  # several: the chunk and the first batch's index, sliced inside the call
+            chunk, index = args
+            i = int(index)
+            out.append({k: np.asarray(v[i:i + n]) for k, v in chunk.items()})
+    return out
+
+
+@pytest.mark.parametrize("per_call", [1, 2])
+def test_calls_get_consecutive_batches_across_chunks(digits_data_dir, per_call):
+    data, c = _data(digits_data_dir)
+    singles = iter(pipeline.train_dataset(data, c, seed=3))
+    expected = [next(singles) for _ in range(14)]
+    # 14 batches in chunks of 4: 4, 4, 4 and half of the fourth
+    got = _calls(_feed(data, c, 4, per_call), count=14 // per_call, n=per_call)
+    for j, call in enumerate(got):
+        for i in range(per_call):
+            for key in ("inputs", "targets"):
+                np.testing.assert_array_equal(call[key][i], expected[per_call * j + i][key])
+
+
+@pytest.mark.parametrize("per_call", [1, 2])
+@pytest.mark.parametrize("calls_before", [1, 2, 3])  # k=2: mid-chunk, at a chunk boundary, mid-chunk again
+def test_position_saved_inside_a_chunk_resumes_on_the_next_batch(digits_data_dir, calls_before, per_call):
+    data, c = _data(digits_data_dir)
+    original = _feed(data, c, 4, per_call)
+    _calls(original, calls_before, n=per_call)
+    saved = original.get_state()
+    after = _calls(original, 3, n=per_call)
+    resumed = _feed(data, c, 4, per_call)
+    resumed.set_state(saved)
+    for a, b in zip(after, _calls(resumed, 3, n=per_call)):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def _config(data_dir: str, steps: int, per_transfer: int):
+    c = default_config()
+    c.data.dir = data_dir
+    c.data.batch_size = 16
+    c.data.transfer_batches = per_transfer
+    c.model.name = "mlp"
+    c.model.hidden_sizes = (32,)
+    c.schedule.name = "constant"  # with a warm-up: the step number matters, but not the run's length
+    c.schedule.warmup_steps = 6
+    c.train.steps = steps
+    c.train.log_every_steps = 4
+    c.train.progress = False
+    c.eval.every_steps = 0
+    c.checkpoint.every_steps = 0
+    return c
+
+
+def _params(workdir, step: int) -> dict:
+    arrays = load_arrays(str(workdir / "checkpoints" / str(step) / "state"))
+    return {k: v for k, v in arrays.items() if k.startswith("params/")}
+
+
+def _assert_same_params(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for path in a:
+        np.testing.assert_array_equal(a[path], b[path], err_msg=path)
+
+
+def test_one_batch_per_transfer_and_auto_train_alike(digits_data_dir, tmp_path):
+    # digits MLP at batch 16: auto copies 32 batches at a time, so 20 steps never finish a chunk.
+    assert feed.batches_per_transfer(0, 1, 16 * 8 * 8 * 4) == 32
+    one = jtrain.train(_config(digits_data_dir, 20, 1), str(tmp_path / "one"))
+    auto = jtrain.train(_config(digits_data_dir, 20, 0), str(tmp_path / "auto"))
+    assert one["test"]["accuracy"] == auto["test"]["accuracy"]
+    _assert_same_params(_params(tmp_path / "one", 20), _params(tmp_path / "auto", 20))
+
+
+def test_resume_from_the_middle_of_a_chunk_equals_an_uninterrupted_run(digits_data_dir, tmp_path):
+    whole = tmp_path / "whole"
+    jtrain.train(_config(digits_data_dir, 20, 8), str(whole))
+    split = tmp_path / "split"
+    jtrain.train(_config(digits_data_dir, 12, 8), str(split))  # its last checkpoint is 4 batches into chunk 2
+    summary = jtrain.train(_config(digits_data_dir, 20, 8), str(split))
+    assert summary["step"] == 20
+    _assert_same_params(_params(whole, 20), _params(split, 20))
+
+
+def test_resuming_with_another_transfer_size_is_refused(digits_data_dir, tmp_path):
+    jtrain.train(_config(digits_data_dir, 6, 4), str(tmp_path))
+    with pytest.raises(UserError, match=r"data\.transfer_batches.*written with 4"):
+        jtrain.train(_config(digits_data_dir, 12, 8), str(tmp_path))
+
+
+def test_auto_transfer_size():
+    small, huge = 4 << 10, 100 << 20  # bytes of one batch
+    assert feed.batches_per_transfer(0, 1, small) == 32
+    assert feed.batches_per_transfer(0, 3, small) == 30  # whole calls of 3 steps
+    assert feed.batches_per_transfer(0, 40, small) == 40  # at least one call
+    assert feed.batches_per_transfer(0, 1, huge) == 1  # over 64 MB: one batch at a time
+    assert feed.batches_per_transfer(0, 1, 8 << 20) == 8
+    assert feed.batches_per_transfer(6, 3, small) == 6  # as configured
+
+
+def test_transfer_size_must_be_whole_calls():
+    c = default_config()
+    c.train.steps_per_call, c.train.log_every_steps, c.eval.every_steps, c.checkpoint.every_steps = 4, 8, 8, 8
+    c.data.transfer_batches = 6
+    with pytest.raises(ConfigError, match=r"data\.transfer_batches.*multiple of train\.steps_per_call=4"):
+        validate(c)
+    c.data.transfer_batches = -1
+    with pytest.raises(ConfigError, match=r"data\.transfer_batches"):
+        validate(c)
