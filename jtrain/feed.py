@@ -49,15 +49,20 @@ class DeviceFeed:
     """
 
     def __init__(self, iterator, put: Callable[[dict], dict], per_transfer: int, per_call: int,
-                 batch_sharding: Sharding, index_sharding: Sharding):
-        self._iterator = iterator
+                 batch_sharding: Sharding, chunk_sharding: Sharding, index_sharding: Sharding,
+                 finish: Callable[[dict], dict] | None = None):
+        self.pipeline = iterator
         self._put = put
         self.per_transfer = per_transfer
-        self._per_call = per_call
-        # One step per call: a split on the device gives every step its own batch; a step reading its batch out
-        # of the chunk by a dynamic index ran the MLP 8% slower than one given a whole array (CNN: no difference).
-        self._split = jax.jit(lambda chunk: [jax.tree.map(lambda a: a[i], chunk) for i in range(per_transfer)],
-                              out_shardings=batch_sharding) if per_call == 1 else None
+        finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (pipeline.device_finish)
+        if per_call == 1:
+            # A split on the device gives every step its own batch; a step reading its batch out of the chunk by
+            # a dynamic index ran the MLP 8% slower than one given a whole array (CNN: no difference).
+            self._split = jax.jit(lambda chunk: [finish(jax.tree.map(lambda a: a[i], chunk))
+                                                 for i in range(per_transfer)], out_shardings=batch_sharding)
+        else:
+            self._split = None
+            self._finish = jax.jit(finish, out_shardings=chunk_sharding)
         self._index_sharding = index_sharding
         self._indices: dict[int, jax.Array] = {}  # batch offset -> device int32 scalar, made once each
         self._chunk = None  # the current chunk on the device: (T, B, ...) per key, or its T batches when split
@@ -69,10 +74,10 @@ class DeviceFeed:
         """The device arguments of the next call of `n` steps; a call never spans two chunks (T is a multiple
         of the steps per call, and only a run's last call may be shorter)."""
         if self._chunk is None or self._taken + n > self.per_transfer:
-            self._position = self._iterator.get_state()
-            chunk = next(self._iterator)  # (T, B, ...) per key; (B, ...) when T = 1
+            self._position = self.pipeline.get_state()
+            chunk = next(self.pipeline)  # (T, B, ...) per key; (B, ...) when T = 1
             chunk = self._put(chunk if self.per_transfer > 1 else {k: v[None] for k, v in chunk.items()})
-            self._chunk = self._split(chunk) if self._split else chunk
+            self._chunk = self._split(chunk) if self._split else self._finish(chunk)
             self._taken, self._skip = self._skip, 0
         first = self._taken
         self._taken += n
@@ -89,7 +94,7 @@ class DeviceFeed:
 
     def get_state(self) -> bytes:
         if self._chunk is None or self._taken == self.per_transfer:  # at a chunk boundary
-            position, taken = self._iterator.get_state(), self._skip
+            position, taken = self.pipeline.get_state(), self._skip
         else:
             position, taken = self._position, self._taken
         return json.dumps({"pipeline": position, "taken": taken, "batches_per_transfer": self.per_transfer}).encode()
@@ -98,10 +103,28 @@ class DeviceFeed:
         state = json.loads(state)
         if "pipeline" not in state:  # written before chunked transfers: the pipeline's own state, at a boundary
             state = {"pipeline": state, "taken": 0}
-        self._iterator.set_state(state["pipeline"])
+        self.pipeline.set_state(state["pipeline"])
         self._chunk, self._taken, self._skip = None, 0, state["taken"]
 
     def start_prefetch(self) -> None:  # the grain checkpoint handler calls it after set_state
-        start = getattr(self._iterator, "start_prefetch", None)
+        start = getattr(self.pipeline, "start_prefetch", None)
         if start:
             start()
+
+
+def for_run(run, seed: int, process_index: int = 0, process_count: int = 1) -> DeviceFeed:
+    """The training feed of a built run (jtrain/components.py Run): its pipeline stacking T batches, uint8
+    images finished on the device where possible (pipeline.device_finish), sharded over the run's mesh."""
+    from jtrain import data as data_lib  # the data package imports TFDS: only when a feed is made
+    from jtrain import mesh as mesh_lib
+
+    config = run.config
+    per_call = config.train.steps_per_call
+    per_transfer = batches_per_transfer(config.data.transfer_batches, per_call,
+                                        batch_bytes(run.data.spec, config.data.batch_size // process_count))
+    finish = data_lib.device_finish(run.data, config.data)
+    pipeline = iter(data_lib.train_dataset(run.data, config.data, seed, process_index, process_count, per_transfer,
+                                           raw=finish is not None))
+    return DeviceFeed(pipeline, lambda chunk: run.put_batch(chunk, stacked=True), per_transfer, per_call,
+                      mesh_lib.batch_sharding(run.mesh), mesh_lib.batch_sharding(run.mesh, stacked=True),
+                      mesh_lib.replicated(run.mesh), finish)

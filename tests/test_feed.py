@@ -26,7 +26,7 @@ def _feed(data, c, per_transfer: int, per_call: int) -> feed.DeviceFeed:
     it = iter(pipeline.train_dataset(data, c, seed=3, stack=per_transfer))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return feed.DeviceFeed(it, lambda chunk: jax.tree.map(jax.device_put, chunk), per_transfer, per_call, device,
-                           device)
+                           device, device)
 
 
 def _calls(f: feed.DeviceFeed, count: int, n: int) -> list[dict]:
@@ -143,3 +143,21 @@ def test_transfer_size_must_be_whole_calls():
     c.data.transfer_batches = -1
     with pytest.raises(ConfigError, match=r"data\.transfer_batches"):
         validate(c)
+
+
+def test_images_finished_on_the_device_match_the_host_pipeline(digits_data_dir):
+    # Without augmentation, uint8 images leave the host as stored and are scaled and standardised on the device.
+    data, c = _data(digits_data_dir)
+    finish = pipeline.device_finish(data, c)
+    assert finish is not None
+    host = next(iter(pipeline.train_dataset(data, c, seed=3)))
+    raw = next(iter(pipeline.train_dataset(data, c, seed=3, raw=True)))
+    assert raw["inputs"].dtype == np.uint8 and raw["inputs"].shape == host["inputs"].shape
+    finished = jax.jit(finish)(jax.tree.map(jax.device_put, raw))
+    assert finished["inputs"].dtype == np.float32
+    # The same float32 arithmetic, up to XLA's rounding of the division (one unit in the last place).
+    np.testing.assert_allclose(np.asarray(finished["inputs"]), host["inputs"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(finished["targets"]), host["targets"])
+    # Augmented training images stay on the host path: the augmentations work on floats.
+    c.augment = "shift"
+    assert pipeline.device_finish(data, c) is None

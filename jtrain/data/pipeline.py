@@ -2,7 +2,8 @@
 checkpointable, and exact evaluation batches (the last one padded, with a mask) that count every example once.
 
 Batches are dicts of NumPy arrays: `inputs` (B, H, W, C) float32 (or (B, D) tabular features), `targets` (B,)
-int32 labels (or float32 regression targets), and for eval `mask` (B,) bool. B is the per-process batch: the
+int32 labels (or float32 regression targets), and for eval `mask` (B,) bool. Training images without
+augmentation may instead leave as stored (uint8), finished on the device (`device_finish`). B is the per-process batch: the
 global batch divided by the number of processes.
 
 Standardisation (`Stats`): images use the dataset's constants; tabular features, and regression targets when
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grain
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -128,11 +130,13 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
     stack: int = 1,
+    raw: bool = False,
 ) -> grain.IterDataset:
     """An endless iterator of training batches; its `get_state()` is saved in checkpoints.
 
     `stack` > 1 yields the next k batches at once, stacked (k, B, ...), for one copy to the device
-    (jtrain/feed.py): the same examples in the same order as k single batches."""
+    (jtrain/feed.py): the same examples in the same order as k single batches. `raw` leaves image inputs as
+    stored, for `device_finish` to scale and standardise on the device."""
     spec = data.spec
     if spec.is_text:
         from jtrain.data import text
@@ -149,7 +153,10 @@ def train_dataset(
     # (k * global_batch,) indices per element; every epoch a fresh permutation when shuffling (jtrain/data/order.py)
     ds = grain.MapDataset.source(order.EpochOrder(len(source), config.batch_size * stack, seed,
                                                   config.shuffle)).seed(seed)
-    ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch), spec))
+    ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch), spec,
+                                           raw))
+    if raw:
+        return to_iterator(ds, config, stack)
     augment = transforms.parse_augmentations(config.augment)
     if augment and not spec.is_image:
         raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; {spec.name} is not images")
@@ -212,18 +219,40 @@ def eval_batches(
                         data.stats)
 
 
-def read_batch(source, indices: np.ndarray, spec: registry.DatasetSpec) -> dict[str, np.ndarray]:
-    """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1] (or (n, D)), 'targets': (n,)}."""
+def read_batch(source, indices: np.ndarray, spec: registry.DatasetSpec, raw: bool = False) -> dict[str, np.ndarray]:
+    """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1] (or (n, D)), 'targets': (n,)};
+    with `raw` the inputs as stored (e.g. uint8 pixels)."""
     if isinstance(source, decoded.DecodedSplit):
-        raw, targets = source.gather(indices)  # (n, H, W, C) as stored, (n,)
+        stored, targets = source.gather(indices)  # (n, H, W, C) as stored, (n,)
     else:
         records = source.__getitems__([int(i) for i in indices])
-        raw = np.stack([r[spec.input_key] for r in records])  # (n, H, W, C) as stored
+        stored = np.stack([r[spec.input_key] for r in records])  # (n, H, W, C) as stored
         targets = [r[spec.target_key] for r in records]
     return {
-        "inputs": raw.astype(np.float32) * np.float32(spec.scale),
+        "inputs": stored if raw else stored.astype(np.float32) * np.float32(spec.scale),
         "targets": np.asarray(targets, spec.target_dtype),
     }
+
+
+def device_finish(data: Data, config: ml_collections.ConfigDict) -> Callable | None:
+    """For training images without augmentation: the jnp function that scales and standardises batches read
+    with `raw` (uint8 (..., H, W, C) -> float32), run on the device (jtrain/feed.py); None = the host does it.
+
+    A uint8 batch is a quarter of the bytes to copy, and the loader skips the float conversion, whose CPU time
+    on a 2-core machine came out of the step's (BENCHMARKS.md). The arithmetic is the host's, in float32."""
+    spec = data.spec
+    if not spec.is_image or config.augment or np.ndim(data.stats.mean) != 0 or data.stats.target_mean is not None:
+        return None
+    if read_batch(data.sources["train"], np.arange(1), spec, raw=True)["inputs"].dtype != np.uint8:
+        return None
+    scale, mean, std = np.float32(spec.scale), np.float32(data.stats.mean), np.float32(data.stats.std)
+    normalize = config.normalize
+
+    def finish(batch: dict) -> dict:
+        inputs = batch["inputs"].astype(jnp.float32) * scale  # (..., H, W, C) in [0, 1]
+        return {**batch, "inputs": (inputs - mean) / std if normalize else inputs}
+
+    return finish
 
 
 def standardize(batch: dict[str, np.ndarray], stats: Stats, normalize: bool) -> dict[str, np.ndarray]:

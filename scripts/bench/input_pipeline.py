@@ -3,10 +3,11 @@
     python scripts/bench/input_pipeline.py [--quick] [--repeats 3] [--json out.json] [--diagnose]
 
 Each measurement is a fresh worker that builds the run with `jtrain.components.build` and times steady-state
-steps of `run.train_step` (the loop's jitted, donated step) fed in one of three ways:
-  pipeline  `jtrain.data.train_dataset` (data.prefetch=2 background thread) -> `run.put_batch` -> step, as train.py
-  staged    the same batches made beforehand and already on the device -> step
-  loader    `train_dataset` alone, no training: batches/s the pipeline can deliver
+calls of the loop's jitted, donated step (`run.train_call(1)`) fed in one of three ways:
+  pipeline  the loop's feed (`jtrain.feed.for_run`: the grain pipeline with data.prefetch=2 stacking T batches,
+            one copy to the device per T, uint8 images standardised there) -> step, as train.py
+  staged    the first 32 batches the feed produced, kept on the device and cycled -> step
+  loader    the feed's host pipeline alone, no training: batches/s it can deliver
 Reported: pipeline / staged (target >= 0.97) and loader / staged (how many times what training consumes).
 """
 
@@ -27,34 +28,37 @@ TARGET = 0.97
 def worker(mode: str, workload: str, batch: int, steps: int) -> None:
     import jax
 
-    from jtrain import components, data as data_lib
+    from jtrain import components, feed
     from workloads import jtrain_config
 
     config = jtrain_config(workload, steps, [f"data.batch_size={batch}"])
     run = components.build(config)
-    batches = iter(data_lib.train_dataset(run.data, config.data, config.seed))
+    batches = feed.for_run(run, config.seed)
     warmup = 5
     if mode == "loader":
-        for _ in range(warmup):
-            next(batches)
+        host = batches.pipeline  # the grain pipeline under the feed: (T, B, ...) per element
+        for _ in range(2):
+            next(host)
+        chunks = max(2, steps // batches.per_transfer)
         start = time.perf_counter()
-        for _ in range(steps):
-            next(batches)
-        harness.emit({"per_sec": steps / (time.perf_counter() - start)})
+        for _ in range(chunks):
+            next(host)
+        harness.emit({"per_sec": chunks * batches.per_transfer / (time.perf_counter() - start)})
         return
     if mode == "staged":
-        staged = [run.put_batch(next(batches)) for _ in range(min(steps, 32))]
+        staged = [batches.next(1) for _ in range(min(steps, 32))]
         jax.block_until_ready(staged)
-        feed = lambda i: staged[i % len(staged)]
+        feed_args = lambda i: staged[i % len(staged)]
     else:
-        feed = lambda i: run.put_batch(next(batches))
+        feed_args = lambda i: batches.next(1)
+    call = run.train_call(1)
     state = run.init()
     for i in range(warmup):  # the first compiles
-        state, metrics = run.train_step(state, feed(i))
+        state, metrics = call(state, *feed_args(i))
     jax.block_until_ready(state)
     start = time.perf_counter()
     for i in range(steps):
-        state, metrics = run.train_step(state, feed(i))
+        state, metrics = call(state, *feed_args(i))
     jax.block_until_ready(state)
     harness.emit({"per_sec": steps / (time.perf_counter() - start)})
 
