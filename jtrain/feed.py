@@ -1,12 +1,13 @@
 """Training batches copied to the device many at a time, then handed to the jitted calls from there.
 
 Copying a batch to the device has a fixed cost (about 70 us on CPU), and while a step is running the copy also
-waits for the step's compute threads: fed one batch per step, the Fashion-MNIST MLP ran at 0.87 of its speed on
-batches already on the device, and a tiny model at 0.1 (BENCHMARKS.md). So the pipeline stacks T consecutive
-batches into one element (T, B, ...) and the loop copies each element once. With one step per call, a small
-jitted call takes each step's batch out of the chunk on the device; with k steps per call
+waits for the step's compute threads: fed one batch per step, the Fashion-MNIST MLP ran at 0.87 of its speed
+on batches already on the device, and a tiny model (8 examples a batch) at 0.19. So the pipeline stacks T
+consecutive batches into one element (T, B, ...) and the loop copies each element once. With one step per
+call, a small jitted call takes each step's batch out of the chunk on the device; with k steps per call
 (train.steps_per_call), each scanned call slices its k batches out of the chunk itself. Either way the index
-of the first batch is a device scalar made once, so nothing is copied from the host between transfers. The examples and their order are those of T single batches (tests/test_feed.py).
+of the first batch is a device scalar made once, so nothing is copied from the host between transfers. The
+examples and their order are those of T single batches (tests/test_feed.py).
 
 Checkpoints record the pipeline's position before the current chunk and how many of its batches were taken,
 so a run saved in the middle of a chunk resumes on exactly the next batch.
