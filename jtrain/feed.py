@@ -20,6 +20,7 @@ import math
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Sharding
 
@@ -65,6 +66,10 @@ class DeviceFeed:
         else:
             self._take = None
             self._finish = jax.jit(finish, out_shardings=chunk_sharding)
+            # old[start:] followed by new[:count], one call's batches (n, B, ...)
+            self._join = jax.jit(lambda old, new, start, count: jax.tree.map(
+                lambda a, b: jnp.concatenate([a[start:], b[:count]]), old, new), static_argnums=(2, 3),
+                out_shardings=chunk_sharding)
         self._index_sharding = index_sharding
         self._indices: dict[int, jax.Array] = {}  # batch offset -> device int32 scalar, made once each
         self._chunk = None  # the current chunk on the device: (T, B, ...) per key
@@ -73,19 +78,29 @@ class DeviceFeed:
         self._skip = 0  # after a restore: batches of the next chunk already trained on
 
     def next(self, n: int) -> tuple:
-        """The device arguments of the next call of `n` steps; a call never spans two chunks (T is a multiple
-        of the steps per call, and only a run's last call may be shorter)."""
-        if self._chunk is None or self._taken + n > self.per_transfer:
-            self._position = self.pipeline.get_state()
-            chunk = next(self.pipeline)  # (T, B, ...) per key; (B, ...) when T = 1
-            chunk = self._put(chunk if self.per_transfer > 1 else {k: v[None] for k, v in chunk.items()})
-            self._chunk = chunk if self._take else self._finish(chunk)
-            self._taken, self._skip = self._skip, 0
+        """The device arguments of the next call of `n` steps."""
+        rest = self.per_transfer - self._taken if self._chunk is not None else 0
+        if 0 < rest < n:
+            # A call straddling two chunks: only after a resume from a run whose last call was shorter than
+            # steps_per_call. Its batches are joined on the device, so none is skipped (rare: compiles once).
+            old, old_taken = self._chunk, self._taken
+            self._next_chunk()
+            self._taken = n - rest
+            return self._join(old, self._chunk, old_taken, n - rest), self._index(0)
+        if self._chunk is None or rest == 0:
+            self._next_chunk()
         first = self._taken
         self._taken += n
         if self._take:
             return (self._take(self._chunk, self._index(first)),)
         return self._chunk, self._index(first)
+
+    def _next_chunk(self) -> None:
+        self._position = self.pipeline.get_state()
+        chunk = next(self.pipeline)  # (T, B, ...) per key; (B, ...) when T = 1
+        chunk = self._put(chunk if self.per_transfer > 1 else {k: v[None] for k, v in chunk.items()})
+        self._chunk = chunk if self._take else self._finish(chunk)
+        self._taken, self._skip = self._skip, 0
 
     def _index(self, offset: int) -> jax.Array:
         if offset not in self._indices:

@@ -71,6 +71,25 @@ def test_position_saved_inside_a_chunk_resumes_on_the_next_batch(digits_data_dir
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_a_call_straddling_two_chunks_after_a_resume_skips_nothing(digits_data_dir):
+    # A run whose last call was partial (5 steps in calls of 2: 2, 2, 1) leaves an odd position; calls of 2
+    # from there reach the end of a chunk with one batch left, and join it with the next chunk's first.
+    data, c = _data(digits_data_dir)
+    singles = iter(pipeline.train_dataset(data, c, seed=3))
+    expected = [next(singles) for _ in range(13)]
+    first = _feed(data, c, 4, per_call=2)
+    _calls(first, 2, n=2)
+    _calls(first, 1, n=1)
+    resumed = _feed(data, c, 4, per_call=2)
+    resumed.set_state(first.get_state())
+    got = _calls(resumed, 4, n=2)  # batches 5-6, 7-8 (straddles chunks 1 and 2), 9-10, 11-12
+    for j, call in enumerate(got):
+        assert call["inputs"].shape[0] == 2
+        for i in range(2):
+            np.testing.assert_array_equal(call["targets"][i], expected[5 + 2 * j + i]["targets"])
+            np.testing.assert_array_equal(call["inputs"][i], expected[5 + 2 * j + i]["inputs"])
+
+
 def _config(data_dir: str, steps: int, per_transfer: int):
     c = default_config()
     c.data.dir = data_dir
