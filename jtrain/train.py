@@ -28,7 +28,7 @@ from jtrain import config as config_lib
 from jtrain import distributed
 from jtrain import feed as feed_lib
 from jtrain import metrics as metrics_lib
-from jtrain import plots, pretrained, summary as summary_lib
+from jtrain import pretrained, summary as summary_lib
 from jtrain import sharding as sharding_lib
 from jtrain import throughput
 from jtrain.early_stopping import BestTracker
@@ -292,6 +292,8 @@ def _log_line(step: int, total: int, split: str, metrics: dict) -> str:
 
 
 def _write_outputs(workdir: str, summary: dict, run: components.Run) -> None:
+    from jtrain import plots  # matplotlib: 0.3 s of import, needed only here at the end of a run
+
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     plot_dir = os.path.join(workdir, "plots")
