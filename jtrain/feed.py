@@ -45,8 +45,8 @@ class DeviceFeed:
     """Hands out the device arguments of each jitted call after the state: `(batch,)` with one step per call,
     `(chunk, index of the call's first batch)` with several (jtrain/components.py packed_call).
 
-    `iterator` yields host chunks (T, B, ...) (a grain iterator, data.prefetch ahead); `put` copies one to the
-    device, sharded over B. The feed is what checkpoints save as the data position (`get_state` / `set_state`,
+    `iterator` (kept as `pipeline`) yields host chunks (T, B, ...) (a grain iterator, data.prefetch ahead);
+    `put` copies one to the device, sharded over B. The feed is what checkpoints save as the data position (`get_state` / `set_state`,
     as a grain iterator offers them).
     """
 
@@ -87,7 +87,7 @@ class DeviceFeed:
             self._next_chunk()
             self._taken = n - rest
             return self._join(old, self._chunk, old_taken, n - rest), self._index(0)
-        if self._chunk is None or rest == 0:
+        if rest == 0:  # none yet, or the current one used up
             self._next_chunk()
         first = self._taken
         self._taken += n
