@@ -65,8 +65,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     restored = ckpt.restore_latest_good(target, train_iter)
     if restored:
         start, state, meta = restored
-        _check_same_steps_per_call(meta, per_call, ckpt.directory)
-        _check_same_transfer(meta, per_transfer, ckpt.directory)
+        _check_same_calls(meta, per_call, per_transfer, ckpt.directory)
         if best and meta.get("best"):
             best.load_state_dict(meta["best"])
         skipped = meta.get("skipped_steps", 0)
@@ -247,21 +246,17 @@ def _closing(ckpt, writer, progress):
         ckpt.close()
 
 
-def _check_same_steps_per_call(meta: dict, per_call: int, directory: str) -> None:
-    """The data iterator's saved position counts dispatches, so resuming needs the same steps per call."""
-    saved = (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
-    if saved != per_call:
-        raise UserError(f"config key 'train.steps_per_call': {per_call}, but the checkpoints in {directory} were "
-                        f"written with {saved}; resume with --config.train.steps_per_call={saved}")
-
-
-def _check_same_transfer(meta: dict, per_transfer: int, directory: str) -> None:
-    """The saved data position counts whole transfers of T batches (jtrain/feed.py), so resuming needs the same T."""
-    saved = meta.get("batches_per_transfer") or (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
-    if saved != per_transfer:
-        raise UserError(f"config key 'data.transfer_batches': this run copies {per_transfer} batches per transfer, "
-                        f"but the checkpoints in {directory} were written with {saved}; resume with "
-                        f"--config.data.transfer_batches={saved}")
+def _check_same_calls(meta: dict, per_call: int, per_transfer: int, directory: str) -> None:
+    """A resume must group steps as the saved run did: the data position counts batches into stacks of T
+    (jtrain/feed.py), and k steps scanned in one call round differently from k single calls, so another
+    steps_per_call would break "a resumed run equals an uninterrupted one"."""
+    saved_call = (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
+    saved_transfer = meta.get("batches_per_transfer") or saved_call  # older checkpoints stacked k batches
+    for key, mine, saved in (("train.steps_per_call", per_call, saved_call),
+                             ("data.transfer_batches", per_transfer, saved_transfer)):
+        if saved != mine:
+            raise UserError(f"config key {key!r}: this run uses {mine}, but the checkpoints in {directory} were "
+                            f"written with {saved}; resume with --config.{key}={saved}")
 
 
 def _writable_workdir(workdir: str) -> str:
