@@ -42,9 +42,11 @@ class Run:
     abstract_state: Any  # pytree of ShapeDtypeStruct
     init: Callable[[], TrainState]  # jitted, creates the state directly sharded
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
-    # n -> the loop's jitted call of n steps (packed_call): (state, batch) -> (state, (M,) metrics), or with
-    # train.steps_per_call > 1 (state, chunk (T, B, ...), index) -> (state, (n, M)); args from jtrain/feed.py
+    # n -> the loop's jitted call of n steps (packed_call) on the state's flat leaves: (leaves, batch) ->
+    # (leaves, (M,) metrics), or with train.steps_per_call > 1 (leaves, chunk (T, B, ...), index) -> (leaves,
+    # (n, M)); args from jtrain/feed.py. jax.tree.unflatten(state_def, leaves) is the TrainState.
     train_call: Callable[[int], Callable]
+    state_def: Any  # the TrainState's tree structure
     metric_names: list[str]  # the M columns of train_call's packed metrics, known once it has been traced
     params_finite: Callable  # jitted state -> () bool, checked before a save (jtrain/step.py apply_update)
     eval_step: Callable  # jitted (state, batch) -> sums
@@ -58,27 +60,30 @@ class Run:
         return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str]) -> Callable:
+def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str], state_def) -> Callable:
     """The loop's jitted call: one step on a batch (B, ...), or with `scan` (train.steps_per_call > 1) `steps`
     steps on consecutive batches of a chunk already on the device, sliced out inside the call (jtrain/feed.py):
     a small model's step takes less time than Python needs to launch it, and one dispatch per k steps hides that.
 
-    The step's scalar metrics come back packed in one float32 array, (M,) or (steps, M) with `scan`, columns in
-    the order of `metric_names` (filled in when the call is traced): the loop fetches one buffer per call
-    instead of one per metric, which cost a tiny model a fifth of its speed."""
+    The state goes in and comes out as its flat list of leaves (`state_def` rebuilds the TrainState inside):
+    flattening the TrainState and its optax named tuples on the way in and rebuilding them on the way out cost
+    ~20 us a dispatch, a third of a tiny model's step. The step's scalar metrics come back packed in one float32
+    array, (M,) or (steps, M) with `scan`, columns in the order of `metric_names` (filled in when the call is
+    traced): the loop fetches one buffer per call instead of one per metric, which cost a tiny model a fifth of
+    its speed."""
 
     def pack(metrics: dict) -> jax.Array:
         metric_names[:] = sorted(metrics)
         return jnp.stack([metrics[k].astype(jnp.float32) for k in metric_names], axis=-1)
 
-    def call(state, batch):  # batch: (B, ...) per key
-        state, metrics = train_step(state, batch)  # () each
-        return state, pack(metrics)
+    def call(leaves, batch):  # batch: (B, ...) per key
+        state, metrics = train_step(jax.tree.unflatten(state_def, leaves), batch)  # () each
+        return jax.tree.leaves(state), pack(metrics)
 
-    def scanned(state, chunk, index):  # chunk: (T, B, ...) per key; index: () int32, the call's first batch
+    def scanned(leaves, chunk, index):  # chunk: (T, B, ...) per key; index: () int32, the call's first batch
         batches = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, index, steps), chunk)  # (steps, B, ...)
-        state, metrics = jax.lax.scan(train_step, state, batches)  # (steps,) each
-        return state, pack(metrics)
+        state, metrics = jax.lax.scan(train_step, jax.tree.unflatten(state_def, leaves), batches)  # (steps,) each
+        return jax.tree.leaves(state), pack(metrics)
 
     return scanned if scan else call
 
@@ -136,13 +141,16 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     chunk_sharding = mesh_lib.batch_sharding(mesh, stacked=True)
 
     metric_names: list[str] = []
+    state_def = jax.tree.structure(abstract_state)
+    leaf_shardings = jax.tree.leaves(shardings)
 
     @functools.lru_cache(maxsize=None)  # one compiled call per length: k, and a shorter final call's
     def train_call(steps: int) -> Callable:
         scan = config.train.steps_per_call > 1
         batches = (chunk_sharding, replicated) if scan else (batch_sharding,)
-        return jax.jit(packed_call(train_step, steps, scan, metric_names), in_shardings=(shardings, *batches),
-                       out_shardings=(shardings, replicated), donate_argnums=0)
+        return jax.jit(packed_call(train_step, steps, scan, metric_names, state_def),
+                       in_shardings=(leaf_shardings, *batches), out_shardings=(leaf_shardings, replicated),
+                       donate_argnums=0)
 
     return Run(
         config=config,
@@ -157,6 +165,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         init=jax.jit(init, out_shardings=shardings),
         train_step=jit_step,
         train_call=train_call,
+        state_def=state_def,
         metric_names=metric_names,
         params_finite=jax.jit(lambda state: all_finite(state.params), in_shardings=(shardings,), out_shardings=replicated),
         eval_step=jax.jit(sharding.pinned(eval_fn, mesh, rules), in_shardings=(shardings, batch_sharding),

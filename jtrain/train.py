@@ -139,6 +139,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log_every, eval_every, save_every = (config.train.log_every_steps, config.eval.every_steps,
                                          config.checkpoint.every_steps)
     clock = time.perf_counter
+    # The calls take and return the state's flat leaves (components.packed_call); the TrainState is rebuilt
+    # from them (a few microseconds) only where the loop needs it: evals, saves, the end.
+    leaves = jax.tree.leaves(state)
+    state_now = lambda: jax.tree.unflatten(run.state_def, leaves)
     with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
         done = start
         while done < total:
@@ -147,7 +151,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             batches = train_iter.next(n)  # a copy to the device once every T / k calls
             fed = clock()
             budget.add("data", fed - began)
-            state, step_metrics = (train_call if n == per_call else run.train_call(n))(state, *batches)
+            leaves, step_metrics = (train_call if n == per_call else run.train_call(n))(leaves, *batches)
             if done == start or n != per_call:  # the first call traced and compiled (a shorter last call its own)
                 budget.add("compile", clock() - fed)
             pending.append(step_metrics)
@@ -171,6 +175,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
             eval_now = eval_every and done % eval_every == 0 and done != total
             if eval_now and "val" in run.data.sources:
+                state = state_now()
                 before_save(done, state)  # evals rank checkpoints
                 with budget.track("eval"):
                     val = metrics_lib.scalars(evaluate_split(run, state, "val"))
@@ -189,18 +194,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
             if save_every and done % save_every == 0 and done != total:
                 if ckpt.latest_step() != done:
+                    state = state_now()
                     before_save(done, state)
                     with budget.track("checkpoint"):
                         ckpt.save(done, state, train_iter, meta_at(done))
 
             # With several processes the signal check is collective, so it runs only at log steps.
             if (single_process or log_now) and preemption.stop_requested():
+                state = state_now()
                 before_save(done, state)
                 if ckpt.latest_step() != done:
                     ckpt.save(done, state, train_iter, meta_at(done))
                 ckpt.close()  # durable before we say so
                 raise Preempted(done, preemption.signal_name, ckpt.directory)
         progress.close()
+        state = state_now()
         end = int(jax.device_get(state.step))
         time_spent = budget.report()  # the loop's own time, before the final evaluation
 
