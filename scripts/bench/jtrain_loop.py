@@ -23,16 +23,18 @@ from harness import emit
 from workloads import WORKLOADS, jtrain_config
 
 
-def steady_steps_per_sec(workdir: str, skip_windows: int = 1) -> tuple[float, int]:
-    """(steps / seconds over the train log windows after the first `skip_windows`, steps counted)."""
+def steady_steps_per_sec(workdir: str, skip_windows: int = 1, saved_at: tuple[int, ...] = ()) -> tuple[float, int]:
+    """(steps / seconds over the train log windows after the first `skip_windows`, steps counted). Windows that
+    begin at a step in `saved_at` are left out: the loop logs, then saves, so a save's time falls in the window
+    after its step (its background part may reach into the next one)."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f if line.strip()]
     train = [r for r in records if r["split"] == "train"]
     steps, seconds, previous = 0, 0.0, 0
     for i, r in enumerate(train):
-        window = r["step"] - previous
+        window, began = r["step"] - previous, previous
         previous = r["step"]
-        if i >= skip_windows:
+        if i >= skip_windows and began not in saved_at:
             steps += window
             seconds += window / r["steps_per_sec"]
     return steps / seconds, steps
@@ -67,10 +69,12 @@ def main() -> None:
     total = time.perf_counter() - start
     rate, counted = steady_steps_per_sec(workdir)
     saves = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    # What the loop costs apart from its saves: the same windows, less those holding a save.
+    between, _ = steady_steps_per_sec(workdir, saved_at=tuple(range(a.checkpoint_every, a.steps, a.checkpoint_every)))
     params = count_params(workdir)
     shutil.rmtree(workdir)
-    emit({"steps_per_sec": rate, "steps_counted": counted, "train_call_s": total, "checkpoints_kept": saves,
-          "params": params})
+    emit({"steps_per_sec": rate, "steps_counted": counted, "steps_per_sec_between_saves": between,
+          "train_call_s": total, "checkpoints_kept": saves, "params": params})
 
 
 if __name__ == "__main__":
