@@ -5,7 +5,8 @@
 jtrain side (jtrain_loop.py): `jtrain.train(config, workdir)` with the input pipeline, metrics and log lines
 every 50 steps (jtrain's default), and async checkpoints every 500 steps (jtrain's default; one save falls
 inside the measured windows of the tiny, MLP and CNN runs, see contenders.py); speed from its metrics.jsonl
-windows after the first. Hand-written side (handwritten.py): same model, optimizer and batch size, batches staged on
+windows after the first, and again without the window a save starts (the loop's cost apart from Orbax's).
+Hand-written side (handwritten.py): same model, optimizer and batch size, batches staged on
 the device beforehand, state donated. Ratio = jtrain / hand-written, medians of fresh-process repeats in
 rotating order. Run by run_all.py, the MLP and CNN rounds also time the peers (peers.py reads those results),
 so that all four contenders alternate side by side and jtrain runs once per round.
