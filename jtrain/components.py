@@ -42,11 +42,11 @@ class Run:
     abstract_state: Any  # pytree of ShapeDtypeStruct
     init: Callable[[], TrainState]  # jitted, creates the state directly sharded
     train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
-    # n -> the loop's jitted call of n steps (packed_call) on the state's flat leaves: (leaves, batch) ->
-    # (leaves, (M,) metrics), or with train.steps_per_call > 1 (leaves, chunk (T, B, ...), index) -> (leaves,
-    # (n, M)); args from jtrain/feed.py. jax.tree.unflatten(state_def, leaves) is the TrainState.
+    # n -> the loop's jitted call of n steps (packed_call) on the state as flat arrays: (arrays, batch) ->
+    # (arrays, (M,) metrics), or with train.steps_per_call > 1 (arrays, chunk (T, B, ...), index) -> (arrays,
+    # (n, M)); args from jtrain/feed.py.
     train_call: Callable[[int], Callable]
-    state_def: Any  # the TrainState's tree structure
+    state_codec: FlatState  # TrainState <-> the flat arrays train_call takes
     metric_names: list[str]  # the M columns of train_call's packed metrics, known once it has been traced
     params_finite: Callable  # jitted state -> () bool, checked before a save (jtrain/step.py apply_update)
     eval_step: Callable  # jitted (state, batch) -> sums
@@ -60,14 +60,41 @@ class Run:
         return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
-def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str], state_def) -> Callable:
+@dataclasses.dataclass(frozen=True)
+class FlatState:
+    """The TrainState as the loop's call passes it: its leaves in a flat list, typed PRNG keys as their raw
+    uint32 data. Flattening the TrainState (a flax dataclass holding optax named tuples) into every call and
+    rebuilding it, key array included, from the outputs cost ~25 us a dispatch: on a tiny model the step on
+    staged batches ran at 14k steps/s that way and 19.9k with flat leaves (BENCHMARKS.md). Works on arrays and
+    inside jit alike."""
+
+    treedef: Any
+    is_key: tuple[bool, ...]  # per leaf
+    key_impl: Any  # the keys' PRNG implementation (the run's seed key's)
+
+    @classmethod
+    def of(cls, abstract_state, seed_key: jax.Array) -> FlatState:
+        leaves, treedef = jax.tree.flatten(abstract_state)
+        is_key = tuple(jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) for x in leaves)
+        assert all(x.dtype == seed_key.dtype for x, k in zip(leaves, is_key) if k), "keys of another PRNG impl"
+        return cls(treedef, is_key, jax.random.key_impl(seed_key))
+
+    def flatten(self, state) -> list[jax.Array]:
+        leaves = self.treedef.flatten_up_to(state)
+        return [jax.random.key_data(x) if k else x for x, k in zip(leaves, self.is_key)]
+
+    def unflatten(self, arrays: list) -> TrainState:
+        leaves = [jax.random.wrap_key_data(a, impl=self.key_impl) if k else a for a, k in zip(arrays, self.is_key)]
+        return self.treedef.unflatten(leaves)
+
+
+def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str], codec: FlatState) -> Callable:
     """The loop's jitted call: one step on a batch (B, ...), or with `scan` (train.steps_per_call > 1) `steps`
     steps on consecutive batches of a chunk already on the device, sliced out inside the call (jtrain/feed.py):
     a small model's step takes less time than Python needs to launch it, and one dispatch per k steps hides that.
 
-    The state goes in and comes out as its flat list of leaves (`state_def` rebuilds the TrainState inside):
-    flattening the TrainState and its optax named tuples on the way in and rebuilding them on the way out cost
-    ~20 us a dispatch, a third of a tiny model's step. The step's scalar metrics come back packed in one float32
+    The state goes in and comes out as flat arrays (`codec`, FlatState), which cost a tiny model's dispatch
+    ~25 us less than the TrainState pytree. The step's scalar metrics come back packed in one float32
     array, (M,) or (steps, M) with `scan`, columns in the order of `metric_names` (filled in when the call is
     traced): the loop fetches one buffer per call instead of one per metric, which cost a tiny model a fifth of
     its speed."""
@@ -76,14 +103,14 @@ def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list
         metric_names[:] = sorted(metrics)
         return jnp.stack([metrics[k].astype(jnp.float32) for k in metric_names], axis=-1)
 
-    def call(leaves, batch):  # batch: (B, ...) per key
-        state, metrics = train_step(jax.tree.unflatten(state_def, leaves), batch)  # () each
-        return jax.tree.leaves(state), pack(metrics)
+    def call(arrays, batch):  # batch: (B, ...) per key
+        state, metrics = train_step(codec.unflatten(arrays), batch)  # () each
+        return codec.flatten(state), pack(metrics)
 
-    def scanned(leaves, chunk, index):  # chunk: (T, B, ...) per key; index: () int32, the call's first batch
+    def scanned(arrays, chunk, index):  # chunk: (T, B, ...) per key; index: () int32, the call's first batch
         batches = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, index, steps), chunk)  # (steps, B, ...)
-        state, metrics = jax.lax.scan(train_step, jax.tree.unflatten(state_def, leaves), batches)  # (steps,) each
-        return jax.tree.leaves(state), pack(metrics)
+        state, metrics = jax.lax.scan(train_step, codec.unflatten(arrays), batches)  # (steps,) each
+        return codec.flatten(state), pack(metrics)
 
     return scanned if scan else call
 
@@ -141,14 +168,14 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     chunk_sharding = mesh_lib.batch_sharding(mesh, stacked=True)
 
     metric_names: list[str] = []
-    state_def = jax.tree.structure(abstract_state)
-    leaf_shardings = jax.tree.leaves(shardings)
+    codec = FlatState.of(abstract_state, rng)
+    leaf_shardings = jax.tree.leaves(shardings)  # a key's sharding serves its raw data (trailing dims unsharded)
 
     @functools.lru_cache(maxsize=None)  # one compiled call per length: k, and a shorter final call's
     def train_call(steps: int) -> Callable:
         scan = config.train.steps_per_call > 1
         batches = (chunk_sharding, replicated) if scan else (batch_sharding,)
-        return jax.jit(packed_call(train_step, steps, scan, metric_names, state_def),
+        return jax.jit(packed_call(train_step, steps, scan, metric_names, codec),
                        in_shardings=(leaf_shardings, *batches), out_shardings=(leaf_shardings, replicated),
                        donate_argnums=0)
 
@@ -165,7 +192,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         init=jax.jit(init, out_shardings=shardings),
         train_step=jit_step,
         train_call=train_call,
-        state_def=state_def,
+        state_codec=codec,
         metric_names=metric_names,
         params_finite=jax.jit(lambda state: all_finite(state.params), in_shardings=(shardings,), out_shardings=replicated),
         eval_step=jax.jit(sharding.pinned(eval_fn, mesh, rules), in_shardings=(shardings, batch_sharding),

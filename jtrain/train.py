@@ -139,10 +139,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     log_every, eval_every, save_every = (config.train.log_every_steps, config.eval.every_steps,
                                          config.checkpoint.every_steps)
     clock = time.perf_counter
-    # The calls take and return the state's flat leaves (components.packed_call); the TrainState is rebuilt
+    # The calls take and return the state as flat arrays (components.FlatState); the TrainState is rebuilt
     # from them (a few microseconds) only where the loop needs it: evals, saves, the end.
-    leaves = jax.tree.leaves(state)
-    state_now = lambda: jax.tree.unflatten(run.state_def, leaves)
+    arrays = run.state_codec.flatten(state)
+    state_now = lambda: run.state_codec.unflatten(arrays)
     with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
         done = start
         while done < total:
@@ -151,7 +151,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             batches = train_iter.next(n)  # a copy to the device once every T / k calls
             fed = clock()
             budget.add("data", fed - began)
-            leaves, step_metrics = (train_call if n == per_call else run.train_call(n))(leaves, *batches)
+            arrays, step_metrics = (train_call if n == per_call else run.train_call(n))(arrays, *batches)
             if done == start or n != per_call:  # the first call traced and compiled (a shorter last call its own)
                 budget.add("compile", clock() - fed)
             pending.append(step_metrics)

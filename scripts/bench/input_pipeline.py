@@ -52,7 +52,7 @@ def worker(mode: str, workload: str, batch: int, steps: int) -> None:
     else:
         feed_args = lambda i: batches.next(1)
     call = run.train_call(1)
-    leaves = jax.tree.leaves(run.init())  # the call takes and returns the state's flat leaves, as in the loop
+    leaves = run.state_codec.flatten(run.init())  # the call takes and returns the state as flat arrays
     for i in range(warmup):  # the first compiles
         leaves, metrics = call(leaves, *feed_args(i))
     jax.block_until_ready(leaves)
