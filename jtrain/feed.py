@@ -4,10 +4,11 @@ Copying a batch to the device has a fixed cost (about 70 us on CPU), and while a
 waits for the step's compute threads: fed one batch per step, the Fashion-MNIST MLP ran at 0.87 of its speed
 on batches already on the device, and a tiny model (8 examples a batch) at 0.19. So the pipeline stacks T
 consecutive batches into one element (T, B, ...) and the loop copies each element once. With one step per
-call, a small jitted call takes each step's batch out of the chunk on the device; with k steps per call
-(train.steps_per_call), each scanned call slices its k batches out of the chunk itself. Either way the index
-of the first batch is a device scalar made once, so nothing is copied from the host between transfers. The
-examples and their order are those of T single batches (tests/test_feed.py).
+call, each call also takes the NEXT call's batch out of the chunk (and finishes it: uint8 images scaled) as an
+extra output, so a step is one dispatch; with k steps per call (train.steps_per_call), each scanned call slices
+its k batches out of the chunk itself. Either way batch indices are device scalars made once, so nothing is
+copied from the host between transfers. The examples and their order are those of T single batches
+(tests/test_feed.py).
 
 Checkpoints record the pipeline's position before the current chunk and how many of its batches were taken,
 so a run saved in the middle of a chunk resumes on exactly the next batch.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Callable
 
 import jax
@@ -42,8 +44,8 @@ def batch_bytes(spec, batch: int) -> int:
 
 
 class DeviceFeed:
-    """Hands out the device arguments of each jitted call after the state: `(batch,)` with one step per call,
-    `(chunk, index of the call's first batch)` with several (jtrain/components.py packed_call).
+    """Feeds the loop's jitted calls (jtrain/components.py packed_call) from chunks on the device: `calls` makes
+    the loop's `(state arrays, n) -> (state arrays, metrics)`.
 
     `iterator` (kept as `pipeline`) yields host chunks (T, B, ...) (a grain iterator, data.prefetch ahead);
     `put` copies one to the device, sharded over B. The feed is what checkpoints save as the data position (`get_state` / `set_state`,
@@ -57,12 +59,19 @@ class DeviceFeed:
         self._put = put
         self.per_transfer = per_transfer
         finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (pipeline.device_finish)
+        self.per_call = per_call
         if per_call == 1:
-            # A small jitted call takes each step's batch out of the chunk (and finishes it). Measured on the
-            # Fashion-MNIST MLP, a step given a whole array ran 8-14% faster than one slicing (and converting) its
-            # batch inside; one split of the chunk into T arrays ran as fast as this, but took 0.8-3 s to compile.
-            self._take = jax.jit(lambda chunk, index: finish(jax.tree.map(
-                lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), chunk)), out_shardings=batch_sharding)
+            # Each step's batch is taken out of the chunk (and finished) by the step before, inside its own call.
+            # A separate small jitted call per step doubled the dispatches: fused, the tiny model's loop ran 1.14x
+            # and the CNN's step 1.08x faster (BENCHMARKS.md). The step itself still gets a whole array: the
+            # Fashion-MNIST MLP's step ran 8-14% slower when the array its matmuls read was sliced or converted
+            # inside the same call, and runs as fast with the next batch's take beside it.
+            def take(chunk, index):  # (T, B, ...) per key, () -> (B, ...) per key
+                batch = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), chunk)
+                return jax.lax.with_sharding_constraint(finish(batch), batch_sharding)
+
+            self._take_in = take
+            self._take = jax.jit(take)  # the first batch, and the first after a restore
         else:
             self._take = None
             self._finish = jax.jit(finish, out_shardings=chunk_sharding)
@@ -76,9 +85,35 @@ class DeviceFeed:
         self._taken = 0  # batches of the current chunk handed out
         self._position = None  # the pipeline's state before the current chunk
         self._skip = 0  # after a restore: batches of the next chunk already trained on
+        self._batch = None  # one step per call: the next call's batch, taken by the call before
+        self.waited = 0.0  # seconds spent fetching chunks from the pipeline and copying them (the loop's data wait)
+
+    def calls(self, train_call: Callable[[int], Callable]) -> Callable:
+        """The loop's call `(state arrays, n) -> (state arrays, metrics)` over `train_call(n)` (Run.train_call):
+        with several steps per call, `train_call(n)(arrays, chunk, index)`; with one, `train_call(1)(arrays,
+        batch)` and the next call's batch taken from the chunk, jitted together."""
+        if self.per_call > 1:
+            return lambda arrays, n: train_call(n)(arrays, *self.next(n))
+        step = train_call(1)
+        # The state and the batch are donated: the next batch can reuse this one's buffer.
+        fused = jax.jit(lambda arrays, batch, chunk, index: (*step(arrays, batch), self._take_in(chunk, index)),
+                        donate_argnums=(0, 1))
+
+        def one_step(arrays, n):
+            assert n == 1
+            if self._chunk is None:
+                self._next_chunk()
+            batch = self._batch if self._batch is not None else self._take(self._chunk, self._index(self._taken))
+            self._taken += 1
+            if self._taken == self.per_transfer:  # the next batch is in the next chunk: fetch it now
+                self._next_chunk()
+            arrays, metrics, self._batch = fused(arrays, batch, self._chunk, self._index(self._taken))
+            return arrays, metrics
+
+        return one_step
 
     def next(self, n: int) -> tuple:
-        """The device arguments of the next call of `n` steps."""
+        """The device arguments (chunk, index of the first batch) of the next scanned call of `n` steps."""
         rest = self.per_transfer - self._taken if self._chunk is not None else 0
         if 0 < rest < n:
             # A call straddling two chunks: only after a resume from a run whose last call was shorter than
@@ -91,16 +126,16 @@ class DeviceFeed:
             self._next_chunk()
         first = self._taken
         self._taken += n
-        if self._take:
-            return (self._take(self._chunk, self._index(first)),)
         return self._chunk, self._index(first)
 
     def _next_chunk(self) -> None:
+        began = time.perf_counter()
         self._position = self.pipeline.get_state()
         chunk = next(self.pipeline)  # (T, B, ...) per key; (B, ...) when T = 1
         chunk = self._put(chunk if self.per_transfer > 1 else {k: v[None] for k, v in chunk.items()})
         self._chunk = chunk if self._take else self._finish(chunk)
         self._taken, self._skip = self._skip, 0
+        self.waited += time.perf_counter() - began
 
     def _index(self, offset: int) -> jax.Array:
         if offset not in self._indices:
@@ -121,7 +156,7 @@ class DeviceFeed:
         if "pipeline" not in state:  # written before chunked transfers: the pipeline's own state, at a boundary
             state = {"pipeline": state, "taken": 0}
         self.pipeline.set_state(state["pipeline"])
-        self._chunk, self._taken, self._skip = None, 0, state["taken"]
+        self._chunk, self._taken, self._skip, self._batch = None, 0, state["taken"], None
 
     def start_prefetch(self) -> None:  # the grain checkpoint handler calls it after set_state
         start = getattr(self.pipeline, "start_prefetch", None)

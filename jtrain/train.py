@@ -130,7 +130,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 f"finite loss); last good checkpoint: {f'{ckpt.directory}/{good[-1]}' if good else 'none'}")
 
     budget = TimeBudget()
-    train_call = run.train_call(per_call)
+    train_call = train_iter.calls(run.train_call)  # (state arrays, n) -> (state arrays, metrics)
     params_finite = None
     if config.train.on_nonfinite == "halt":  # compiled now: compiling it at the first save cost that save ~0.2 s
         with budget.track("compile"):
@@ -147,13 +147,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         done = start
         while done < total:
             n = min(per_call, total - done)  # fewer only in the last call of a run with a partial final call
-            began = clock()
-            batches = train_iter.next(n)  # a copy to the device once every T / k calls
-            fed = clock()
-            budget.add("data", fed - began)
-            arrays, step_metrics = (train_call if n == per_call else run.train_call(n))(arrays, *batches)
+            began, waited = clock(), train_iter.waited
+            arrays, step_metrics = train_call(arrays, n)  # a copy to the device once every T / k calls
+            fetching = train_iter.waited - waited
+            budget.add("data", fetching)
             if done == start or n != per_call:  # the first call traced and compiled (a shorter last call its own)
-                budget.add("compile", clock() - fed)
+                budget.add("compile", clock() - began - fetching)
             pending.append(step_metrics)
             progress.update(n)
             done += n

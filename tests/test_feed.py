@@ -29,18 +29,20 @@ def _feed(data, c, per_transfer: int, per_call: int) -> feed.DeviceFeed:
                            device, device)
 
 
+def _echo_calls(scan: bool):
+    """A stand-in for Run.train_call whose metrics are the batches each call was given: (n, B, ...) per key."""
+    def train_call(n: int):
+        if not scan:  # (arrays, batch)
+            return jax.jit(lambda arrays, batch: (arrays, jax.tree.map(lambda a: a[None], batch)))
+        return jax.jit(lambda arrays, chunk, index: (arrays, jax.tree.map(
+            lambda a: jax.lax.dynamic_slice_in_dim(a, index, n), chunk)))
+    return train_call
+
+
 def _calls(f: feed.DeviceFeed, count: int, n: int) -> list[dict]:
-    """The batches of `count` calls of `n` steps each, as the jitted call gets them: (n, B, ...) per key."""
-    out = []
-    for _ in range(count):
-        args = f.next(n)
-        if len(args) == 1:  # one step per call: its own batch
-            out.append({k: np.asarray(v)[None] for k, v in args[0].items()})
-        else:  # several: the chunk and the first batch's index, sliced inside the call
-            chunk, index = args
-            i = int(index)
-            out.append({k: np.asarray(v[i:i + n]) for k, v in chunk.items()})
-    return out
+    """The batches of `count` calls of `n` steps each, as the loop's calls get them: (n, B, ...) per key."""
+    call = f.calls(_echo_calls(scan=f.per_call > 1))
+    return [{k: np.asarray(v) for k, v in call([], n)[1].items()} for _ in range(count)]
 
 
 @pytest.mark.parametrize("per_call", [1, 2])
@@ -57,7 +59,8 @@ def test_calls_get_consecutive_batches_across_chunks(digits_data_dir, per_call):
 
 
 @pytest.mark.parametrize("per_call", [1, 2])
-@pytest.mark.parametrize("calls_before", [1, 2, 3])  # k=2: mid-chunk, at a chunk boundary, mid-chunk again
+@pytest.mark.parametrize("calls_before", [1, 2, 3, 4])  # k=2: mid-chunk, at a boundary, mid-chunk, at a boundary;
+# k=1: 4 calls end the first chunk, after which the next one is already fetched (the last call took its batch)
 def test_position_saved_inside_a_chunk_resumes_on_the_next_batch(digits_data_dir, calls_before, per_call):
     data, c = _data(digits_data_dir)
     original = _feed(data, c, 4, per_call)

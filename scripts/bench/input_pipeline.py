@@ -5,8 +5,9 @@
 Each measurement is a fresh worker that builds the run with `jtrain.components.build` and times steady-state
 calls of the loop's jitted, donated step (`run.train_call(1)`) fed in one of three ways:
   pipeline  the loop's feed (`jtrain.feed.for_run`: the grain pipeline with data.prefetch=2 stacking T batches,
-            one copy to the device per T, uint8 images standardised there) -> step, as train.py
-  staged    the first 32 batches the feed produced, kept on the device and cycled -> step
+            one copy to the device per T, uint8 images standardised there, each call taking the next call's
+            batch) -> step, as train.py
+  staged    the first 32 batches the feed produced, kept on the device and cycled -> the step alone
   loader    the feed's host pipeline alone, no training: batches/s it can deliver
 Reported: pipeline / staged (target >= 0.97) and loader / staged (how many times what training consumes).
 """
@@ -45,20 +46,23 @@ def worker(mode: str, workload: str, batch: int, steps: int) -> None:
             next(host)
         harness.emit({"per_sec": chunks * batches.per_transfer / (time.perf_counter() - start)})
         return
+    leaves = run.state_codec.flatten(run.init())  # the calls take and return the state as flat arrays
     if mode == "staged":
-        staged = [batches.next(1) for _ in range(min(steps, 32))]
+        # The feed's first 32 batches as its calls receive them (an echo in place of the step), then cycled.
+        echo = batches.calls(lambda n: jax.jit(lambda arrays, batch: (arrays, batch)))
+        staged = [echo([], 1)[1] for _ in range(min(steps, 32))]
         jax.block_until_ready(staged)
-        feed_args = lambda i: staged[i % len(staged)]
+        step = run.train_call(1)  # (arrays, batch) -> (arrays, metrics)
+        call = lambda leaves, i: step(leaves, staged[i % len(staged)])
     else:
-        feed_args = lambda i: batches.next(1)
-    call = run.train_call(1)
-    leaves = run.state_codec.flatten(run.init())  # the call takes and returns the state as flat arrays
+        loop_call = batches.calls(run.train_call)  # the loop's: the step and the next batch's take in one call
+        call = lambda leaves, i: loop_call(leaves, 1)
     for i in range(warmup):  # the first compiles
-        leaves, metrics = call(leaves, *feed_args(i))
+        leaves, metrics = call(leaves, i)
     jax.block_until_ready(leaves)
     start = time.perf_counter()
     for i in range(steps):
-        leaves, metrics = call(leaves, *feed_args(i))
+        leaves, metrics = call(leaves, i)
     jax.block_until_ready(leaves)
     harness.emit({"per_sec": steps / (time.perf_counter() - start)})
 
