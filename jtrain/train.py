@@ -102,23 +102,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stopped_early = False
     single_process = jax.process_count() == 1
 
-    def fetch_pending(upto: int) -> list[dict]:
-        """Brings the pending metrics to the host and enforces train.on_nonfinite (the one host sync)."""
+    def fetch_pending(upto: int) -> np.ndarray:
+        """Brings the pending metrics to the host and enforces train.on_nonfinite (the one host sync): (steps, M)
+        rows for the steps since the last fetch, columns `run.metric_names`."""
         nonlocal pending, skipped
-        packed, pending = jax.device_get(pending), []  # each (M,), or (n, M) for a call of n steps
-        rows = [row for p in packed for row in (p if per_call > 1 else [p])]
-        fetched = [dict(zip(run.metric_names, row)) for row in rows]
-        first = upto - len(fetched) + 1
-        bad = [first + i for i, m in enumerate(fetched) if m["nonfinite"]]
+        if not pending:
+            return np.zeros((0, len(run.metric_names)), np.float32)
+        # Each (M,), or (n, M) for a call of n steps. One np.asarray per buffer: jax.device_get on the list
+        # took 0.4 ms more for 50 of them, a tenth of the tiny model's time between two logs.
+        rows, pending = np.concatenate([np.asarray(p).reshape(-1, len(run.metric_names)) for p in pending]), []
+        nonfinite = rows[:, run.metric_names.index("nonfinite")] != 0
+        first = upto - len(rows) + 1
+        bad = [first + int(i) for i in np.flatnonzero(nonfinite)]
         if bad and config.train.on_nonfinite == "halt":
-            m = fetched[bad[0] - first]
+            m = dict(zip(run.metric_names, rows[bad[0] - first]))
             metric = "loss" if not math.isfinite(float(m["loss"])) else "gradient norm"
             good = [s for s in ckpt.all_steps() if s < bad[0]]
             where = f"{ckpt.directory}/{good[-1]}" if good else "none"
             raise TrainingError(f"non-finite {metric} at step {bad[0]}; last good checkpoint: {where} "
                                 f"(train.on_nonfinite=skip drops such updates)")
         skipped += len(bad)
-        return fetched
+        return rows
 
     def before_save(step: int, state) -> None:
         """Never save (or rank) a state that went non-finite: the pending metrics are checked, and under "halt",
@@ -159,7 +163,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
             log_now = done % log_every == 0 or done == total
 
             if log_now:
-                last_train = _mean_metrics(fetch_pending(done))
+                last_train = _mean_metrics(fetch_pending(done), run.metric_names)
                 now = time.perf_counter()
                 last_train["steps_per_sec"] = (done - tick_step) / max(now - tick, 1e-9)
                 last_train["examples_per_sec"] = last_train["steps_per_sec"] * config.data.batch_size
@@ -277,11 +281,13 @@ def _writable_workdir(workdir: str) -> str:
     return workdir
 
 
-def _mean_metrics(per_step: list[dict]) -> dict:
-    """Average over the logged steps (finite ones); the learning rate is the latest one."""
-    finite = [m for m in per_step if not m["nonfinite"]] or per_step
-    out = {k: float(np.mean([m[k] for m in finite])) for k in per_step[0] if k != "nonfinite"}
-    out["learning_rate"] = float(per_step[-1]["learning_rate"])
+def _mean_metrics(rows: np.ndarray, names: list[str]) -> dict:
+    """Average of each column over the logged steps (the finite ones); the learning rate is the latest one."""
+    nonfinite = rows[:, names.index("nonfinite")] != 0
+    finite = rows[~nonfinite] if not nonfinite.all() else rows
+    means = finite.astype(np.float64).mean(axis=0)
+    out = {k: float(v) for k, v in zip(names, means) if k != "nonfinite"}
+    out["learning_rate"] = float(rows[-1, names.index("learning_rate")])
     return out
 
 
