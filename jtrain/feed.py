@@ -65,7 +65,7 @@ class DeviceFeed:
             # A separate small jitted call per step doubled the dispatches: fused, the tiny model's loop ran 1.14x
             # and the CNN's step 1.08x faster (BENCHMARKS.md). The step itself still gets a whole array: the
             # Fashion-MNIST MLP's step ran 8-14% slower when the array its matmuls read was sliced or converted
-            # inside the same call, and runs as fast with the next batch's take beside it.
+            # inside the same call, and runs as fast with the next batch's take after it.
             def take(chunk, index):  # (T, B, ...) per key, () -> (B, ...) per key
                 batch = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), chunk)
                 return jax.lax.with_sharding_constraint(finish(batch), batch_sharding)
@@ -95,9 +95,16 @@ class DeviceFeed:
         if self.per_call > 1:
             return lambda arrays, n: train_call(n)(arrays, *self.next(n))
         step = train_call(1)
+
+        def step_then_take(arrays, batch, chunk, index):
+            arrays, metrics = step(arrays, batch)
+            # The take waits for the step: left free to run beside the step's matmuls, it cost the Fashion-MNIST
+            # MLP ~2% at batch 1024 (medians of alternating runs; the same or better at 128 and on the tiny model).
+            arrays, metrics, chunk = jax.lax.optimization_barrier((arrays, metrics, chunk))
+            return arrays, metrics, self._take_in(chunk, index)
+
         # The state and the batch are donated: the next batch can reuse this one's buffer.
-        fused = jax.jit(lambda arrays, batch, chunk, index: (*step(arrays, batch), self._take_in(chunk, index)),
-                        donate_argnums=(0, 1))
+        fused = jax.jit(step_then_take, donate_argnums=(0, 1))
 
         def one_step(arrays, n):
             assert n == 1
