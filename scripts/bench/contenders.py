@@ -1,8 +1,9 @@
 """The worker command of each contender in the speed comparisons (overhead.py, peers.py), with its run length.
 
-Run lengths give a few seconds of steady state on 2 CPU cores. The decoder's steps take ~0.7 s, so its jtrain
+Run lengths give a few seconds of steady state on 2 CPU cores. The decoder's steps take ~0.4 s, so its jtrain
 run is short and logs every 5 steps (windows after the first, which holds compilation, must remain): jtrain
-pays for twenty times more log steps than the experiment's 100.
+pays for twenty times more log steps than the experiment's 100. Its 20 measured steps (8 s) are the shortest
+window that kept a busy machine's noise under a few percent: with 10, one run measured 0.82 and the next 1.0.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 # workload -> (jtrain steps, jtrain log interval, hand-written steps, hand-written warm-up, Keras, PyTorch)
 FULL = {"tiny": (1000, 50, 20000, 20, None, None), "tiny_multi": (6400, 640, 20000, 20, None, None),
         "mlp": (600, 50, 300, 20, 240, 150),
-        "cnn": (1000, 50, 1000, 20, 900, 600), "decoder": (15, 5, 8, 2, None, None)}
+        "cnn": (1000, 50, 1000, 20, 900, 600), "decoder": (25, 5, 16, 2, None, None)}
 QUICK = {"tiny": (120, 10, 200, 5, None, None), "tiny_multi": (256, 64, 200, 5, None, None),
          "mlp": (40, 10, 20, 5, 30, 10),
          "cnn": (60, 10, 20, 5, 60, 30), "decoder": (6, 2, 2, 1, None, None)}
