@@ -73,7 +73,6 @@ class DeviceFeed:
             self._take_in = take
             self._take = jax.jit(take)  # the first batch, and the first after a restore
         else:
-            self._take = None
             self._finish = jax.jit(finish, out_shardings=chunk_sharding)
             # old[start:] followed by new[:count], one call's batches (n, B, ...)
             self._join = jax.jit(lambda old, new, start, count: jax.tree.map(
@@ -140,7 +139,7 @@ class DeviceFeed:
         self._position = self.pipeline.get_state()
         chunk = next(self.pipeline)  # (T, B, ...) per key; (B, ...) when T = 1
         chunk = self._put(chunk if self.per_transfer > 1 else {k: v[None] for k, v in chunk.items()})
-        self._chunk = chunk if self._take else self._finish(chunk)
+        self._chunk = chunk if self.per_call == 1 else self._finish(chunk)  # one step: finished as taken
         self._taken, self._skip = self._skip, 0
         self.waited += time.perf_counter() - began
 

@@ -2,8 +2,8 @@
 
 Run lengths give a few seconds of steady state on 2 CPU cores. The decoder's steps take ~0.4 s, so its jtrain
 run is short and logs every 5 steps (windows after the first, which holds compilation, must remain): jtrain
-pays for twenty times more log steps than the experiment's 100. Its 20 measured steps (8 s) are the shortest
-window that kept a busy machine's noise under a few percent: with 10, one run measured 0.82 and the next 1.0.
+pays for twenty times more log steps than the experiment's 100. It measures 20 steps (8 s): with 10, one full
+run on a busy machine measured 0.82 and the next 1.0.
 """
 
 from __future__ import annotations
