@@ -45,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize_targets = True  # standardise regression targets with train-split mean/std; metrics in target units
     c.data.augment = ""  # comma-separated augmentations on training images: shift, flip, noise
     c.data.prefetch = 2  # stacks of data.transfer_batches batches prepared ahead by a background thread; 0 = none
-    c.data.transfer_batches = 0  # training batches copied to the device in one transfer, then taken there one call at a time (jtrain/feed.py); 0 = auto (up to 32 batches and 64 MB); a multiple of train.steps_per_call
+    c.data.transfer_batches = 0  # training batches copied to the device in one transfer, then taken there one call at a time (jtrain/feed.py); 0 = auto (32 batches, or 1 MB of small ones up to 1024; at most 64 MB); a multiple of train.steps_per_call
     c.data.in_memory_mb = 2048  # decode a split once into memory (cached as .npy beside the dataset) when it fits in this many MB; 0 = read records every batch
     c.data.seq_len = 128  # text datasets (shakespeare_char, shakespeare_bpe): tokens per packed sequence, at most model.max_len
     c.data.jsonl = ml_collections.ConfigDict()  # your own post-training examples instead of a builtin's (jtrain/data/sft.py)

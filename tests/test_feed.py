@@ -122,8 +122,8 @@ def _assert_same_params(a: dict, b: dict) -> None:
 
 
 def test_one_batch_per_transfer_and_auto_train_alike(digits_data_dir, tmp_path):
-    # digits MLP at batch 16: auto copies 32 batches at a time, so 20 steps never finish a chunk.
-    assert feed.batches_per_transfer(0, 1, 16 * 8 * 8 * 4) == 32
+    # digits MLP at batch 16 (4 KB a batch): auto copies 256 batches at a time, so 20 steps never finish a chunk.
+    assert feed.batches_per_transfer(0, 1, 16 * 8 * 8 * 4) == 256
     one = jtrain.train(_config(digits_data_dir, 20, 1), str(tmp_path / "one"))
     auto = jtrain.train(_config(digits_data_dir, 20, 0), str(tmp_path / "auto"))
     assert one["test"]["accuracy"] == auto["test"]["accuracy"]
@@ -147,10 +147,13 @@ def test_resuming_with_another_transfer_size_is_refused(digits_data_dir, tmp_pat
 
 
 def test_auto_transfer_size():
-    small, huge = 4 << 10, 100 << 20  # bytes of one batch
-    assert feed.batches_per_transfer(0, 1, small) == 32
-    assert feed.batches_per_transfer(0, 3, small) == 30  # whole calls of 3 steps
-    assert feed.batches_per_transfer(0, 40, small) == 40  # at least one call
+    small, medium, huge = 4 << 10, 400 << 10, 100 << 20  # bytes of one batch
+    assert feed.batches_per_transfer(0, 1, small) == 256  # 1 MB: small batches travel in larger stacks
+    assert feed.batches_per_transfer(0, 1, 1 << 8) == 1024  # at most 1024 batches
+    assert feed.batches_per_transfer(0, 1, medium) == 32  # 32 batches when they pass 1 MB
+    assert feed.batches_per_transfer(0, 3, medium) == 30  # whole calls of 3 steps
+    assert feed.batches_per_transfer(0, 40, medium) == 40  # at least one call
+    assert feed.batches_per_transfer(0, 3, small) == 255
     assert feed.batches_per_transfer(0, 1, huge) == 1  # over 64 MB: one batch at a time
     assert feed.batches_per_transfer(0, 1, 8 << 20) == 8
     assert feed.batches_per_transfer(6, 3, small) == 6  # as configured
