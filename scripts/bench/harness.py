@@ -122,10 +122,10 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, repeats: int = 3) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="tiny step counts and 1 repeat: checks that it runs")
-    p.add_argument("--repeats", type=int, default=3, help="fresh-process repeats per contender (median reported)")
+    p.add_argument("--repeats", type=int, default=repeats, help="fresh-process repeats per contender (median reported)")
     p.add_argument("--json", default="", help="also write the result rows and details to this file")
     p.add_argument("--share", default="", help=argparse.SUPPRESS)  # run_all.py: overhead.py and peers.py share runs
     return p

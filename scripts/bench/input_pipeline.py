@@ -1,6 +1,6 @@
 """Input pipeline: jtrain's real TFDS + grain path against batches staged on the device, MLP at batch 128 and 1024.
 
-    python scripts/bench/input_pipeline.py [--quick] [--repeats 3] [--json out.json] [--diagnose]
+    python scripts/bench/input_pipeline.py [--quick] [--repeats 5] [--json out.json] [--diagnose]
 
 Each measurement is a fresh worker that builds the run with `jtrain.components.build` and times steady-state
 calls of the loop's jitted, donated step (`run.train_call(1)`) fed in one of three ways:
@@ -69,7 +69,7 @@ def worker(mode: str, workload: str, batch: int, steps: int) -> None:
 
 
 def main() -> None:
-    p = harness.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0], repeats=5)  # rows within a few percent of the target
     p.add_argument("--diagnose", action="store_true", help="the tiny MLP and the CNN instead (not in make bench)")
     p.add_argument("--worker", nargs=4, metavar=("MODE", "WORKLOAD", "BATCH", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in turn, then one table of ratios (benchmark, measured, target, met?).
 
-    python scripts/bench/run_all.py [--quick] [--repeats 3] [--only overhead,peers] [--markdown FILE]
+    python scripts/bench/run_all.py [--quick] [--repeats N] [--only overhead,peers] [--markdown FILE]
 
 Each benchmark script runs as its own process (and starts its own fresh worker per measurement); this script
 only collects their rows. The machine (CPU model, cores, load before and after, versions) heads the output,
@@ -44,7 +44,7 @@ def versions() -> str:
 
 
 def main() -> None:
-    p = harness.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0], repeats=0)  # 0: each script's own (5 for the overhead and input rows)
     p.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(SCRIPTS))
     p.add_argument("--markdown", default="", help="also write the machine line and the table to this file")
     args = p.parse_args()
@@ -56,8 +56,8 @@ def main() -> None:
     with harness.scratch_dir("all") as tmp:
         for name in chosen:
             out = os.path.join(tmp, f"{name}.json")
-            argv = [sys.executable, os.path.join(harness.BENCH_DIR, f"{name}.py"), "--repeats", str(args.repeats),
-                    "--json", out, "--share", tmp] + (["--quick"] if args.quick else [])
+            argv = [sys.executable, os.path.join(harness.BENCH_DIR, f"{name}.py"), "--json", out, "--share", tmp]
+            argv += (["--quick"] if args.quick else []) + (["--repeats", str(args.repeats)] if args.repeats else [])
             print(f"=== {name}", flush=True)
             t = time.perf_counter()
             code = subprocess.run(argv, cwd=harness.ROOT, env=harness.worker_env()).returncode
