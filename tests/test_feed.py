@@ -186,3 +186,22 @@ def test_images_finished_on_the_device_match_the_host_pipeline(digits_data_dir):
     # Augmented training images stay on the host path: the augmentations work on floats.
     c.augment = "shift"
     assert pipeline.device_finish(data, c) is None
+
+
+def test_augmented_batches_do_not_depend_on_the_transfer_size(digits_data_dir):
+    # Each batch draws its shifts, flips and noise from its own generator, so stacking changes nothing.
+    data, c = _data(digits_data_dir)
+    c.augment = "shift,flip,noise"
+    singles = iter(pipeline.train_dataset(data, c, seed=3))
+    expected = [next(singles) for _ in range(8)]
+    stacks = iter(pipeline.train_dataset(data, c, seed=3, stack=4))
+    got = [{k: v[i] for k, v in stack.items()} for stack in (next(stacks), next(stacks)) for i in range(4)]
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have["inputs"], want["inputs"])
+        np.testing.assert_array_equal(have["targets"], want["targets"])
+    assert not np.array_equal(expected[0]["inputs"], expected[1]["inputs"])
+    # Without shuffling the seed changes only the draws: the same examples, augmented otherwise.
+    c.shuffle = False
+    a, b = (next(iter(pipeline.train_dataset(data, c, seed=s))) for s in (3, 4))
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    assert not np.array_equal(a["inputs"], b["inputs"])

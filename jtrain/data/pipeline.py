@@ -24,6 +24,8 @@ import numpy as np
 from jtrain.data import decoded, order, registry, transforms
 from jtrain.errors import ConfigError
 
+AUGMENT_STREAM = 0x617567  # keeps the augmentation generators apart from the epoch orders' ([seed, epoch])
+
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
@@ -152,7 +154,7 @@ def train_dataset(
         raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(source)} training examples")
     # (k * global_batch,) indices per element; every epoch a fresh permutation when shuffling (jtrain/data/order.py)
     ds = grain.MapDataset.source(order.EpochOrder(len(source), config.batch_size * stack, seed,
-                                                  config.shuffle)).seed(seed)
+                                                  config.shuffle))
     ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch), spec,
                                            raw))
     if raw:
@@ -161,7 +163,10 @@ def train_dataset(
     if augment and not spec.is_image:
         raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; {spec.name} is not images")
     if augment:
-        ds = ds.random_map(lambda b, rng: transforms.augment_batch(b, augment, rng))
+        # Element e holds global batches e*k ... e*k + k - 1; each batch draws from its own generator, a function
+        # of (seed, batch number), so data.transfer_batches (a speed setting) leaves the augmented examples alone.
+        ds = ds.map_with_index(lambda e, b: transforms.augment_batch(b, augment, [
+            np.random.default_rng([seed, AUGMENT_STREAM, e * stack + j]) for j in range(stack)]))
     if config.normalize or data.stats.target_mean is not None:
         ds = ds.map(lambda b: standardize(b, data.stats, config.normalize))
     return to_iterator(ds, config, stack)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from jtrain.data.registry import DatasetSpec
@@ -35,23 +37,34 @@ def augment(example: dict[str, np.ndarray], names: tuple[str, ...], rng: np.rand
     return {**example, "inputs": augment_batch({"inputs": example["inputs"][None]}, names, rng)["inputs"][0]}
 
 
-def augment_batch(batch: dict[str, np.ndarray], names: tuple[str, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random image augmentations, each example with its own draws; `rng` comes from grain, so the result is a
-    function of (seed, batch position). Whole-batch NumPy: a Python loop per image would cost more than the step."""
+def augment_batch(batch: dict[str, np.ndarray], names: tuple[str, ...],
+                  rng: np.random.Generator | Sequence[np.random.Generator]) -> dict[str, np.ndarray]:
+    """Random image augmentations, each example with its own draws. `rng` is one generator, or one for each of
+    len(rng) equal consecutive groups of rows (the training batches of a stack, so that a batch's draws do not
+    depend on how many batches travel together). Whole-batch NumPy: a Python loop per image would cost more
+    than the step."""
     images = batch["inputs"]  # (B, H, W, C) in [0, 1]
     b, h, w = images.shape[:3]
+    rngs = [rng] if isinstance(rng, np.random.Generator) else list(rng)
+    per_rng = b // len(rngs)
+    assert per_rng * len(rngs) == b, f"{b} rows do not split into {len(rngs)} equal groups"
+
+    def draw(sample):  # sample(generator, rows) -> (rows, ...) for each group, concatenated -> (B, ...)
+        return np.concatenate([sample(g, per_rng) for g in rngs])
+
     for name in names:
         if name == "shift":
             # Translate by up to 1/8 of the size: pad with zeros (background) and crop back at a random offset.
             pad = max(1, h // 8)
             padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (B, H + 2p, W + 2p, C)
-            dy, dx = rng.integers(0, 2 * pad + 1, size=(2, b))  # (B,) each
+            dy, dx = draw(lambda g, n: g.integers(0, 2 * pad + 1, size=(2, n)).T).T  # (B,) each
             rows = dy[:, None, None] + np.arange(h)[None, :, None]  # (B, H, 1)
             cols = dx[:, None, None] + np.arange(w)[None, None, :]  # (B, 1, W)
             images = padded[np.arange(b)[:, None, None], rows, cols]  # (B, H, W, C)
         elif name == "flip":
-            flip = rng.random(b) < 0.5  # (B,)
+            flip = draw(lambda g, n: g.random(n)) < 0.5  # (B,)
             images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         elif name == "noise":
-            images = np.clip(images + rng.normal(0.0, 0.05, images.shape).astype(np.float32), 0.0, 1.0)
+            noise = draw(lambda g, n: g.normal(0.0, 0.05, (n, *images.shape[1:])))  # (B, H, W, C)
+            images = np.clip(images + noise.astype(np.float32), 0.0, 1.0)
     return {**batch, "inputs": np.ascontiguousarray(images, np.float32)}
