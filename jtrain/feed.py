@@ -3,10 +3,11 @@
 Copying a batch to the device has a fixed cost (about 70 us on CPU), and while a step is running the copy also
 waits for the step's compute threads: fed one batch per step, the Fashion-MNIST MLP ran at 0.87 of its speed
 on batches already on the device, and a tiny model (8 examples a batch) at 0.19. So the pipeline stacks T
-consecutive batches into one element (T, B, ...) and the loop copies each element once. With one step per
-call, each call also takes the NEXT call's batch out of the chunk (and finishes it: uint8 images scaled) as an
-extra output, so a step is one dispatch; with k steps per call (train.steps_per_call), each scanned call slices
-its k batches out of the chunk itself. Either way batch indices are device scalars made once, so nothing is
+consecutive batches into one element (T, B, ...) and the loop copies each element once. With k steps per call
+(train.steps_per_call), each scanned call slices its k batches out of the chunk itself, and so does a call of
+one step on small batches (up to 32 KB). A call of one step on larger batches instead takes the NEXT call's
+batch out of the chunk (and finishes it: uint8 images scaled) as an extra output, so that its own step reads a
+whole array; either way a step is one dispatch. Either way batch indices are device scalars made once, so nothing is
 copied from the host between transfers. The examples and their order are those of T single batches
 (tests/test_feed.py).
 
@@ -32,6 +33,11 @@ AUTO_BATCHES = 32
 AUTO_MIN_BYTES = 1 << 20
 AUTO_MAX_BATCHES = 1024
 AUTO_MAX_BYTES = 64 << 20  # a transfer's bytes; device memory the chunk holds besides the state
+# One step per call on batches up to this size slices its batch out of the chunk itself. Measured per call on
+# CPU (BENCHMARKS.md): the tiny model's (2 KB batches) ran at 22.3k steps/s so against 19.6k with the batch
+# taken by the call before, the digits CNN's (8 KB) alike either way, and the Fashion-MNIST MLP's 4.5% (50 KB
+# batches) to 11% (400 KB) slower so: its matmuls run faster on an array the call did not slice or convert.
+TAKE_IN_CALL_MAX_BYTES = 32 << 10
 
 
 def batches_per_transfer(configured: int, steps_per_call: int, batch_bytes: int) -> int:
@@ -61,18 +67,20 @@ class DeviceFeed:
 
     def __init__(self, iterator, put: Callable[[dict], dict], per_transfer: int, per_call: int,
                  batch_sharding: Sharding, chunk_sharding: Sharding, index_sharding: Sharding,
-                 finish: Callable[[dict], dict] | None = None):
+                 finish: Callable[[dict], dict] | None = None, take_in_call: bool = False):
         self.pipeline = iterator
         self._put = put
         self.per_transfer = per_transfer
         finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (pipeline.device_finish)
         self.per_call = per_call
+        # One step per call: the call takes its own batch out of the chunk (small batches, TAKE_IN_CALL_MAX_BYTES),
+        # or the step before took it.
+        self.take_in_call = take_in_call and per_call == 1
         if per_call == 1:
-            # Each step's batch is taken out of the chunk (and finished) by the step before, inside its own call.
-            # A separate small jitted call per step doubled the dispatches: fused, the tiny model's loop ran 1.14x
-            # and the CNN's step 1.08x faster (BENCHMARKS.md). The step itself still gets a whole array: the
-            # Fashion-MNIST MLP's step ran 8-14% slower when the array its matmuls read was sliced or converted
-            # inside the same call, and runs as fast with the next batch's take after it.
+            # A separate small jitted call per step for the take doubled the dispatches: fused with the step, the
+            # tiny model's loop ran 1.14x and the CNN's step 1.08x faster (BENCHMARKS.md). For larger batches the
+            # take follows the step, whose matmuls then read a whole array: the Fashion-MNIST MLP's step ran
+            # 8-14% slower when the array they read was sliced or converted inside the same call.
             def take(chunk, index):  # (T, B, ...) per key, () -> (B, ...) per key
                 batch = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), chunk)
                 return jax.lax.with_sharding_constraint(finish(batch), batch_sharding)
@@ -101,10 +109,19 @@ class DeviceFeed:
     def calls(self, train_call: Callable[[int], Callable]) -> Callable:
         """The loop's call `(state arrays, n) -> (state arrays, metrics)` over `train_call(n)` (Run.train_call):
         with several steps per call, `train_call(n)(arrays, chunk, index)`; with one, `train_call(1)(arrays,
-        batch)` and the next call's batch taken from the chunk, jitted together."""
+        batch)` jitted together with its batch's take from the chunk (take_in_call) or with the next call's."""
         if self.per_call > 1:
             return lambda arrays, n: train_call(n)(arrays, *self.next(n))
         step = train_call(1)
+        if self.take_in_call:
+            on_chunk = jax.jit(lambda arrays, chunk, index: step(arrays, self._take_in(chunk, index)),
+                               donate_argnums=0)
+
+            def sliced_step(arrays, n):
+                assert n == 1
+                return on_chunk(arrays, *self.next(1))
+
+            return sliced_step
 
         def step_then_take(arrays, batch, chunk, index):
             arrays, metrics = step(arrays, batch)
@@ -130,7 +147,8 @@ class DeviceFeed:
         return one_step
 
     def next(self, n: int) -> tuple:
-        """The device arguments (chunk, index of the first batch) of the next scanned call of `n` steps."""
+        """The device arguments (chunk, index of the first batch) of the next call of `n` steps that slices its
+        batches out of the chunk itself."""
         rest = self.per_transfer - self._taken if self._chunk is not None else 0
         if 0 < rest < n:
             # A call straddling two chunks: only after a resume from a run whose last call was shorter than
@@ -189,11 +207,11 @@ def for_run(run, seed: int, process_index: int = 0, process_count: int = 1) -> D
 
     config = run.config
     per_call = config.train.steps_per_call
-    per_transfer = batches_per_transfer(config.data.transfer_batches, per_call,
-                                        batch_bytes(run.data.spec, config.data.batch_size // process_count))
+    local_bytes = batch_bytes(run.data.spec, config.data.batch_size // process_count)
+    per_transfer = batches_per_transfer(config.data.transfer_batches, per_call, local_bytes)
     finish = data_lib.device_finish(run.data, config.data)
     pipeline = iter(data_lib.train_dataset(run.data, config.data, seed, process_index, process_count, per_transfer,
                                            raw=finish is not None))
     return DeviceFeed(pipeline, lambda chunk: run.put_batch(chunk, stacked=True), per_transfer, per_call,
                       mesh_lib.batch_sharding(run.mesh), mesh_lib.batch_sharding(run.mesh, stacked=True),
-                      mesh_lib.replicated(run.mesh), finish)
+                      mesh_lib.replicated(run.mesh), finish, take_in_call=local_bytes <= TAKE_IN_CALL_MAX_BYTES)

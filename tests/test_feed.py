@@ -22,11 +22,15 @@ def _data(data_dir: str):
     return pipeline.load(c), c
 
 
-def _feed(data, c, per_transfer: int, per_call: int) -> feed.DeviceFeed:
+def _feed(data, c, per_transfer: int, per_call: int, take_in_call: bool = False) -> feed.DeviceFeed:
     it = iter(pipeline.train_dataset(data, c, seed=3, stack=per_transfer))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return feed.DeviceFeed(it, lambda chunk: jax.tree.map(jax.device_put, chunk), per_transfer, per_call, device,
-                           device, device)
+                           device, device, take_in_call=take_in_call)
+
+
+# Each way a call gets its batches: one step taken by the call before, one step taking its own, two steps scanned.
+CALL_KINDS = pytest.mark.parametrize("per_call, take_in_call", [(1, False), (1, True), (2, False)])
 
 
 def _echo_calls(scan: bool):
@@ -45,29 +49,30 @@ def _calls(f: feed.DeviceFeed, count: int, n: int) -> list[dict]:
     return [{k: np.asarray(v) for k, v in call([], n)[1].items()} for _ in range(count)]
 
 
-@pytest.mark.parametrize("per_call", [1, 2])
-def test_calls_get_consecutive_batches_across_chunks(digits_data_dir, per_call):
+@CALL_KINDS
+def test_calls_get_consecutive_batches_across_chunks(digits_data_dir, per_call, take_in_call):
     data, c = _data(digits_data_dir)
     singles = iter(pipeline.train_dataset(data, c, seed=3))
     expected = [next(singles) for _ in range(14)]
     # 14 batches in chunks of 4: 4, 4, 4 and half of the fourth
-    got = _calls(_feed(data, c, 4, per_call), count=14 // per_call, n=per_call)
+    got = _calls(_feed(data, c, 4, per_call, take_in_call), count=14 // per_call, n=per_call)
     for j, call in enumerate(got):
         for i in range(per_call):
             for key in ("inputs", "targets"):
                 np.testing.assert_array_equal(call[key][i], expected[per_call * j + i][key])
 
 
-@pytest.mark.parametrize("per_call", [1, 2])
+@CALL_KINDS
 @pytest.mark.parametrize("calls_before", [1, 2, 3, 4])  # k=2: mid-chunk, at a boundary, mid-chunk, at a boundary;
-# k=1: 4 calls end the first chunk, after which the next one is already fetched (the last call took its batch)
-def test_position_saved_inside_a_chunk_resumes_on_the_next_batch(digits_data_dir, calls_before, per_call):
+# k=1: 4 calls end the first chunk, after which (taken by the call before) the next one is already fetched
+def test_position_saved_inside_a_chunk_resumes_on_the_next_batch(digits_data_dir, calls_before, per_call,
+                                                                   take_in_call):
     data, c = _data(digits_data_dir)
-    original = _feed(data, c, 4, per_call)
+    original = _feed(data, c, 4, per_call, take_in_call)
     _calls(original, calls_before, n=per_call)
     saved = original.get_state()
     after = _calls(original, 3, n=per_call)
-    resumed = _feed(data, c, 4, per_call)
+    resumed = _feed(data, c, 4, per_call, take_in_call)
     resumed.set_state(saved)
     for a, b in zip(after, _calls(resumed, 3, n=per_call)):
         for key in a:
@@ -130,7 +135,11 @@ def test_one_batch_per_transfer_and_auto_train_alike(digits_data_dir, tmp_path):
     _assert_same_params(_params(tmp_path / "one", 20), _params(tmp_path / "auto", 20))
 
 
-def test_resume_from_the_middle_of_a_chunk_equals_an_uninterrupted_run(digits_data_dir, tmp_path):
+@pytest.mark.parametrize("take_in_call", [True, False])
+def test_resume_from_the_middle_of_a_chunk_equals_an_uninterrupted_run(digits_data_dir, tmp_path, monkeypatch,
+                                                                        take_in_call):
+    # 4 KB batches: each call takes its own batch, unless the size limit says the call before takes it.
+    monkeypatch.setattr(feed, "TAKE_IN_CALL_MAX_BYTES", feed.TAKE_IN_CALL_MAX_BYTES if take_in_call else 0)
     whole = tmp_path / "whole"
     jtrain.train(_config(digits_data_dir, 20, 8), str(whole))
     split = tmp_path / "split"
