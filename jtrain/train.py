@@ -18,6 +18,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -102,15 +103,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stopped_early = False
     single_process = jax.process_count() == 1
 
+    window_calls = max(1, config.train.log_every_steps // per_call)  # calls between two logs
+    join_window = jax.jit(lambda *metrics: jnp.concatenate([m.reshape(-1, len(run.metric_names)) for m in metrics]))
+
     def fetch_pending(upto: int) -> np.ndarray:
         """Brings the pending metrics to the host and enforces train.on_nonfinite (the one host sync): (steps, M)
         rows for the steps since the last fetch, columns `run.metric_names`."""
         nonlocal pending, skipped
         if not pending:
             return np.zeros((0, len(run.metric_names)), np.float32)
-        # Each (M,), or (n, M) for a call of n steps. One np.asarray per buffer: jax.device_get on the list
-        # took 0.4 ms more for 50 of them, a tenth of the tiny model's time between two logs.
-        rows, pending = np.concatenate([np.asarray(p).reshape(-1, len(run.metric_names)) for p in pending]), []
+        # Each (M,), or (n, M) for a call of n steps. A whole log window's are joined on the device and copied
+        # once: one np.asarray per buffer cost the tiny model 7% of its speed, this 2% (jax.device_get on the
+        # list more still). Other counts (a window cut by an eval or a save) are rare: copied one by one
+        # rather than compiled for.
+        if len(pending) == window_calls:
+            rows = np.asarray(join_window(*pending))
+        else:
+            rows = np.concatenate([np.asarray(p).reshape(-1, len(run.metric_names)) for p in pending])
+        pending = []
         nonfinite = rows[:, run.metric_names.index("nonfinite")] != 0
         first = upto - len(rows) + 1
         bad = [first + int(i) for i in np.flatnonzero(nonfinite)]
