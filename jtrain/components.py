@@ -88,7 +88,8 @@ class FlatState:
         return self.treedef.unflatten(leaves)
 
 
-def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str], codec: FlatState) -> Callable:
+def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list[str], codec: FlatState,
+                unroll: int = 1) -> Callable:
     """The loop's jitted call: one step on a batch (B, ...), or with `scan` (train.steps_per_call > 1) `steps`
     steps on consecutive batches of a chunk already on the device, sliced out inside the call (jtrain/feed.py):
     a small model's step takes less time than Python needs to launch it, and one dispatch per k steps hides that.
@@ -97,7 +98,12 @@ def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list
     ~25 us less than the TrainState pytree. The step's scalar metrics come back packed in one float32
     array, (M,) or (steps, M) with `scan`, columns in the order of `metric_names` (filled in when the call is
     traced): the loop fetches one buffer per call instead of one per metric, which cost a tiny model a fifth of
-    its speed."""
+    its speed.
+
+    `unroll` steps of the scan go in each iteration of its loop (train.scan_unroll). XLA's CPU convolutions run
+    far slower inside a loop: the digits CNN at 8 steps per call ran at 66 steps/s looped and 834 unrolled,
+    while the tiny MLP at 32 ran 3x slower unrolled, which also took 10 s to compile instead of 0.7
+    (BENCHMARKS.md)."""
 
     def pack(metrics: dict) -> jax.Array:
         metric_names[:] = sorted(metrics)
@@ -109,7 +115,7 @@ def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list
 
     def scanned(arrays, chunk, index):  # chunk: (T, B, ...) per key; index: () int32, the call's first batch
         batches = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, index, steps), chunk)  # (steps, B, ...)
-        state, metrics = jax.lax.scan(train_step, codec.unflatten(arrays), batches)  # (steps,) each
+        state, metrics = jax.lax.scan(train_step, codec.unflatten(arrays), batches, unroll=unroll)  # (steps,) each
         return codec.flatten(state), pack(metrics)
 
     return scanned if scan else call
@@ -175,7 +181,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     def train_call(steps: int) -> Callable:
         scan = config.train.steps_per_call > 1
         batches = (chunk_sharding, replicated) if scan else (batch_sharding,)
-        return jax.jit(packed_call(train_step, steps, scan, metric_names, codec),
+        return jax.jit(packed_call(train_step, steps, scan, metric_names, codec, config.train.scan_unroll),
                        in_shardings=(leaf_shardings, *batches), out_shardings=(leaf_shardings, replicated),
                        donate_argnums=0)
 

@@ -95,6 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.epochs = 0.0  # epochs over the training split, converted to steps when train.steps == 0
     c.train.log_every_steps = 50  # fetch and write training metrics every k steps
     c.train.steps_per_call = 1  # optimizer steps per jitted dispatch (a scan over stacked batches); > 1 speeds up tiny models
+    c.train.scan_unroll = 1  # with steps_per_call > 1: steps of the scan unrolled per loop iteration (CNNs on CPU: = steps_per_call)
     c.train.progress = True  # progress bar on a TTY (also off when JTRAIN_NO_PROGRESS is set)
     c.train.on_nonfinite = "halt"  # non-finite loss/gradients: halt (error naming the step) or skip (drop the update)
     c.train.log_grad_norm = False  # log the global gradient norm of every step (one more pass over the gradients, ~5% of a small model's step on CPU)
@@ -290,6 +291,7 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.train.log_every_steps > 0, "train.log_every_steps", "must be > 0")
     k = c.train.steps_per_call
     need(k >= 1, "train.steps_per_call", f"must be >= 1, got {k}")
+    need(c.train.scan_unroll >= 1, "train.scan_unroll", f"must be >= 1, got {c.train.scan_unroll}")
     t = c.data.transfer_batches
     need(t >= 0, "data.transfer_batches", f"must be >= 0 (0 = auto), got {t}")
     need(t == 0 or k < 1 or t % k == 0, "data.transfer_batches", f"must be a multiple of train.steps_per_call={k}, got {t}")

@@ -16,7 +16,7 @@ from jtrain.data import pipeline
 from jtrain.errors import ConfigError, UserError
 
 
-def _config(data_dir: str, steps: int, per_call: int):
+def _config(data_dir: str, steps: int, per_call: int, unroll: int = 1):
     c = default_config()
     c.data.dir = data_dir
     c.data.batch_size = 16
@@ -30,6 +30,7 @@ def _config(data_dir: str, steps: int, per_call: int):
     c.eval.every_steps = 8
     c.checkpoint.every_steps = 8
     c.train.steps_per_call = per_call
+    c.train.scan_unroll = unroll
     return c
 
 
@@ -54,10 +55,11 @@ def test_stacked_batches_are_consecutive_single_batches(digits_data_dir):
     np.testing.assert_array_equal(np.concatenate([h["targets"] for h in halves], axis=1), stacked[0]["targets"])
 
 
-def test_several_steps_per_call_train_like_one(digits_data_dir, tmp_path):
+@pytest.mark.parametrize("unroll", [1, 4])  # the scan's loop, or its 4 steps unrolled
+def test_several_steps_per_call_train_like_one(digits_data_dir, tmp_path, unroll):
     # 10 steps in calls of 4: 4 + 4 + a final call of 2.
     one = jtrain.train(_config(digits_data_dir, 10, 1), str(tmp_path / "one"))
-    four = jtrain.train(_config(digits_data_dir, 10, 4), str(tmp_path / "four"))
+    four = jtrain.train(_config(digits_data_dir, 10, 4, unroll), str(tmp_path / "four"))
     assert one["step"] == four["step"] == 10
     assert four["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"], abs=1e-6)
     params = [{k: v for k, v in load_arrays(str(tmp_path / name / "checkpoints" / "10" / "state")).items()
@@ -78,6 +80,14 @@ def test_resuming_with_other_steps_per_call_is_refused(digits_data_dir, tmp_path
     jtrain.train(_config(digits_data_dir, 8, 4), str(tmp_path))
     with pytest.raises(UserError, match="train.steps_per_call"):
         jtrain.train(_config(digits_data_dir, 16, 2), str(tmp_path))
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_scan_unroll_must_be_at_least_one(value):
+    c = default_config()
+    c.train.scan_unroll = value
+    with pytest.raises(ConfigError, match=r"train\.scan_unroll"):
+        validate(c)
 
 
 @pytest.mark.parametrize("key", ["train.log_every_steps", "eval.every_steps", "checkpoint.every_steps"])
