@@ -7,7 +7,7 @@ consecutive batches into one element (T, B, ...) and the loop copies each elemen
 (train.steps_per_call), each scanned call slices its k batches out of the chunk itself, and so does a call of
 one step on small batches (up to 32 KB). A call of one step on larger batches instead takes the NEXT call's
 batch out of the chunk (and finishes it: uint8 images scaled) as an extra output, so that its own step reads a
-whole array; either way a step is one dispatch. Either way batch indices are device scalars made once, so nothing is
+whole array. Either way a step is one dispatch, and batch indices are device scalars made once, so nothing is
 copied from the host between transfers. The examples and their order are those of T single batches
 (tests/test_feed.py).
 
