@@ -64,7 +64,6 @@ class CheckpointError(UserError):
 class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int, keep_best: int = 0, async_save: bool = True):
         self.directory = os.path.abspath(directory)
-        self._async = async_save
         self._lock = threading.Lock()
         self._unverified: list[int] = []  # saved steps whose checksums are not written yet
         self._checksummer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jtrain-checksums")
