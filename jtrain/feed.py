@@ -117,9 +117,16 @@ class DeviceFeed:
             on_chunk = jax.jit(lambda arrays, chunk, index: step(arrays, self._take_in(chunk, index)),
                                donate_argnums=0)
 
-            def sliced_step(arrays, n):
+            indices = self._indices
+
+            def sliced_step(arrays, n):  # next(1), written out: this runs tens of thousands of times a second
                 assert n == 1
-                return on_chunk(arrays, *self.next(1))
+                taken = self._taken
+                if self._chunk is None or taken == self.per_transfer:
+                    self._next_chunk()
+                    taken = self._taken
+                self._taken = taken + 1
+                return on_chunk(arrays, self._chunk, indices[taken])
 
             return sliced_step
 

@@ -160,16 +160,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
         done = start
         while done < total:
-            n = min(per_call, total - done)  # fewer only in the last call of a run with a partial final call
+            # The calls up to the next step with host work (a log, eval or save, or the end) run back to back:
+            # the loop's checks once per call cost a tiny model's step (~45 us) several microseconds.
+            stop = _next_stop(done, total, log_every, eval_every, save_every)
+            first = done == start  # the first call traces and compiles: timed on its own, as is a shorter last
+            if first or total - done < per_call:  # call (its own shape) after the full ones
+                stop = min(done + per_call, total)
+            else:
+                stop = min(stop, done + (total - done) // per_call * per_call)
             began, waited = clock(), train_iter.waited
-            arrays, step_metrics = train_call(arrays, n)  # a copy to the device once every T / k calls
+            while done < stop:
+                n = min(per_call, stop - done)
+                arrays, step_metrics = train_call(arrays, n)  # a copy to the device once every T / k calls
+                pending.append(step_metrics)
+                progress.update(n)
+                done += n
+                if single_process and preemption.signal_name:  # with several processes: checked at log steps
+                    break
             fetching = train_iter.waited - waited
             budget.add("data", fetching)
-            if done == start or n != per_call:  # the first call traced and compiled (a shorter last call its own)
+            if first or n != per_call:
                 budget.add("compile", clock() - began - fetching)
-            pending.append(step_metrics)
-            progress.update(n)
-            done += n
             log_now = done % log_every == 0 or done == total
 
             if log_now:
@@ -265,6 +276,11 @@ def _closing(ckpt, writer, progress):
         progress.close()
         writer.close()
         ckpt.close()
+
+
+def _next_stop(done: int, total: int, *intervals: int) -> int:
+    """The first step after `done` that is a multiple of one of the (nonzero) intervals, or `total`."""
+    return min([total] + [(done // every + 1) * every for every in intervals if every])
 
 
 def _check_same_calls(meta: dict, per_call: int, per_transfer: int, directory: str) -> None:

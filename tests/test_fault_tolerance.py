@@ -114,6 +114,32 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(reference_40, 
     assert _summary(workdir)["test"] == _summary(reference_40)["test"]
 
 
+def test_sigterm_between_logs_stops_after_the_step_in_flight(digits_data_dir, tmp_path):
+    """The calls between two host events run back to back (jtrain/train.py); a signal still ends the run after
+    the step in flight, not at the next log, eval or save."""
+    workdir = str(tmp_path)
+    env = {**os.environ, "JTRAIN_NO_PROGRESS": "1", "JTRAIN_DATA_DIR": digits_data_dir, "PYTHONPATH": REPO_ROOT}
+    never = 10**7  # no log, eval or save falls before the end, which this run cannot reach in the test's time
+    proc = subprocess.Popen([sys.executable, "-m", "jtrain", *BASE, f"--config.train.steps={never}",
+                             f"--config.train.log_every_steps={never}", "--config.checkpoint.every_steps=0",
+                             "--workdir", workdir],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the run's banner, printed just before the loop starts
+        if line.startswith("jtrain: "):
+            break
+    else:
+        raise AssertionError(f"no banner; exit {proc.wait()}")
+    time.sleep(4)  # compiled and well into the first window
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - sent < 30, "must exit within the grace period"
+    assert proc.returncode == 75, stderr[-3000:]
+    step = int([l for l in stderr.splitlines() if "stopped by SIGTERM" in l][0].split("after step ")[1].split(";")[0])
+    assert 0 < step < never
+    assert _steps(workdir) == [step]
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_resumes_exactly(digits_data_dir):
     result = subprocess.run([sys.executable, "scripts/kill_resume.py", "--kills", "5", "--seed", "1",
