@@ -19,14 +19,16 @@ PEER_WORKLOADS = ("mlp", "cnn")
 DEFAULT_SAVE_EVERY = 500  # jtrain's checkpoint.every_steps
 
 
-def jtrain(workload: str, workdir_parent: str, quick: bool) -> list[str]:
+def jtrain(workload: str, workdir_parent: str, quick: bool, saves: bool = True) -> list[str]:
     """jtrain's real loop (see jtrain_loop.py) saving an async checkpoint at jtrain's default interval, every 500
     steps, so one save falls inside the measured windows of the tiny, MLP and CNN runs. The decoder's measured
     window is 10 steps (4 s): a save inside it would stand for one every 7 steps where its experiment saves
     every 600, so it saves once, at the end, outside the window; tiny_multi saves only at the end too (its
-    intervals must be multiples of its 32 steps per call)."""
+    intervals must be multiples of its 32 steps per call). `saves=False`: the same run saving only at the end,
+    to tell the loop's own cost from Orbax's."""
     steps, log_every, *_ = (QUICK if quick else FULL)[workload]
-    every = steps if workload in ("decoder", "tiny_multi") else min(DEFAULT_SAVE_EVERY, steps // 2)
+    at_end = workload in ("decoder", "tiny_multi") or not saves
+    every = steps if at_end else min(DEFAULT_SAVE_EVERY, steps // 2)
     return ["scripts/bench/jtrain_loop.py", "--workload", workload, "--steps", str(steps), "--log-every",
             str(log_every), "--checkpoint-every", str(every), "--workdir-parent", workdir_parent]
 
