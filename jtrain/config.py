@@ -71,8 +71,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.mlp_dim = 512  # decoder: hidden width of each block's MLP
     c.model.max_len = 128  # decoder: longest sequence (rows of the learned position table)
     c.model.position = "learned"  # decoder position encoding: learned (added table) or rotary (on queries/keys)
+    c.model.head_float32 = True  # decoder: output projection in float32 (False: in model.dtype, logits cast after)
+    c.model.attention = "einsum"  # decoder: einsum (scores materialised) or fused (cuDNN flash attention on GPUs)
     c.model.scan_layers = False  # decoder: nn.scan over the blocks (one compiled block; params stacked on 'layers')
     c.model.remat = False  # decoder: recompute each block's activations in the backward pass (less memory)
+    c.model.remat_policy = "full"  # decoder, with remat: full (keep nothing) or dots (keep the weight products)
     # bert (model.name = "bert", jtrain/models/bert.py) also reads vocab_size, num_layers, num_heads, embed_dim, mlp_dim, max_len, dropout
     c.model.pooling = "mean"  # bert: sentence vector for the head: mean (over real tokens), cls (first token) or pooler (tanh dense on cls)
     c.model.type_vocab_size = 2  # bert: rows of the token-type (segment) embedding table

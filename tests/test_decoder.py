@@ -57,9 +57,46 @@ def test_scan_stacks_layers_and_remat_changes_no_number():
     def grads(model):
         return jax.jit(jax.grad(lambda p: model.apply({"params": p}, x, train=False).sum()))(scanned)
 
-    # Rematerialisation recomputes the forward pass in the backward one: the same gradients.
-    a, b = grads(Decoder(**SMALL, scan_layers=True)), grads(Decoder(**SMALL, scan_layers=True, remat=True))
-    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+    # Rematerialisation recomputes the forward pass in the backward one: the same gradients, whatever it keeps.
+    a = grads(Decoder(**SMALL, scan_layers=True))
+    for policy in ("full", "dots"):
+        b = grads(Decoder(**SMALL, scan_layers=True, remat=True, remat_policy=policy))
+        jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), a, b)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize("packed", [False, True])
+def test_fused_attention_gives_the_einsum_forms_logits_and_gradients(dtype, tolerance, packed):
+    # On a CPU both are XLA's einsums; on a GPU in bfloat16 the fused one is cuDNN's flash attention (is_causal,
+    # unpacked), which rounds differently: hence the bfloat16 tolerance.
+    x = tokens(batch=3)
+    segments = jnp.array([[1] * 6 + [2] * 10, [1] * 16, [1] * 3 + [2] * 3 + [3] * 10]) if packed else None  # (B, T)
+    params = init(Decoder(**SMALL, position="rotary"), x)
+
+    def logits_and_grads(attention):
+        model = Decoder(**SMALL, position="rotary", attention=attention, dtype=dtype)
+        logits = lambda p: model.apply({"params": p}, x, train=False, segment_ids=segments)  # (B, T, V)
+        return jax.jit(lambda p: (logits(p), jax.grad(lambda q: (logits(q) ** 2).mean())(p)))(params)
+
+    (a, grads_a), (b, grads_b) = logits_and_grads("einsum"), logits_and_grads("fused")
+    scale = float(jnp.abs(a).max())
+    np.testing.assert_allclose(b, a, atol=tolerance * scale, rtol=tolerance)
+    # Against the largest gradient, not each leaf's own: the keys' bias has a zero gradient in exact arithmetic
+    # (softmax ignores a constant added to every score), so its leaf holds rounding noise alone.
+    grad_scale = max(float(jnp.abs(u).max()) for u in jax.tree.leaves(grads_a))
+    for u, v in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(v, u, atol=tolerance * grad_scale, rtol=tolerance)
+
+
+def test_bfloat16_head_rounds_only_the_logits():
+    x = tokens()
+    params = init(Decoder(**SMALL), x)
+    full = Decoder(**SMALL, dtype=jnp.bfloat16).apply({"params": params}, x, train=False)  # (B, T, V)
+    half = Decoder(**SMALL, dtype=jnp.bfloat16, head_float32=False).apply({"params": params}, x, train=False)
+    assert half.dtype == jnp.float32
+    # bfloat16 keeps 8 significant bits: the logits agree to about 1% of their range, and differ.
+    np.testing.assert_allclose(half, full, atol=1e-2 * float(jnp.abs(full).max()))
+    assert not np.array_equal(half, full)
 
 
 def test_every_parameter_is_named_and_every_name_has_a_default_rule():
@@ -81,7 +118,9 @@ def test_registered_as_decoder_and_config_mistakes_name_the_key():
     assert isinstance(model, Decoder) and model.vocab_size == 32  # model.vocab_size wins over the dataset's
     config_lib.apply_overrides(config, ["model.vocab_size=0"])
     assert models.build(config.model, num_outputs=10).vocab_size == 10
-    for override, key in [("model.num_heads=5", "model.embed_dim"), ("model.position=alibi", "model.position")]:
+    for override, key in [("model.num_heads=5", "model.embed_dim"), ("model.position=alibi", "model.position"),
+                          ("model.attention=flash", "model.attention"),
+                          ("model.remat_policy=minimal", "model.remat_policy")]:
         bad = config.copy_and_resolve_references()
         config_lib.apply_overrides(bad, [override])
         with pytest.raises(ConfigError, match=f"'{key}'"):

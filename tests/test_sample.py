@@ -14,9 +14,9 @@ from jtrain.sample import choose, generate, init_cache
 VOCAB, MAX_LEN = 40, 16
 
 
-def _model(position: str = "learned", scan_layers: bool = False) -> tuple[Decoder, dict]:
+def _model(position: str = "learned", scan_layers: bool = False, attention: str = "einsum") -> tuple[Decoder, dict]:
     model = Decoder(vocab_size=VOCAB, num_layers=2, num_heads=2, embed_dim=32, mlp_dim=64, max_len=MAX_LEN,
-                    position=position, scan_layers=scan_layers)
+                    position=position, scan_layers=scan_layers, attention=attention)
     params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, MAX_LEN), jnp.int32), train=False))["params"]
     # Larger weights than the init's: logits far apart, so argmax cannot flip on float rounding.
     params = jax.tree.map(lambda p: p * 8.0 if p.ndim > 1 else p, params)
@@ -44,8 +44,9 @@ def test_cached_greedy_generation_equals_full_recompute(position, scan_layers):
     np.testing.assert_array_equal(cached, _greedy_uncached(model, params, prompt, steps))
 
 
-def test_cached_logits_match_the_full_forward_pass():
-    model, params = _model("rotary")
+@pytest.mark.parametrize("attention", ["einsum", "fused"])
+def test_cached_logits_match_the_full_forward_pass(attention):
+    model, params = _model("rotary", attention=attention)
     tokens = jax.random.randint(jax.random.key(2), (2, MAX_LEN), 0, VOCAB)  # (B, T)
     full = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(params, tokens)  # (B, T, V)
     decoder = model.clone(decode=True)

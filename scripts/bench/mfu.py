@@ -1,20 +1,27 @@
 """Model FLOPs utilisation of the decoder on a GPU: FLOPs per token x tokens/s over the device's peak.
 
     python scripts/bench/mfu.py [--peak 989e12] [--layers 24 --embed 2048 ...]   # on a GPU machine
-    python scripts/bench/mfu.py --allow-cpu --layers 2 --embed 64 --heads 4 --mlp 256 --seq 64 --batch 4 --vocab 256
+    python scripts/bench/mfu.py --attention einsum --remat full --head float32 --batch 16   # the plain settings
+    python scripts/bench/mfu.py --allow-cpu --quick --peak 1e11                            # checks the arithmetic
 
-Skipped (a row saying so) when JAX sees no GPU, unless --allow-cpu (only to check the arithmetic). The step is
-jtrain's own: `make_train_step` with the masked sequence loss, AdamW, the decoder in bfloat16 (parameters in
-float32), jitted with the state donated; random tokens, since speed does not depend on them.
+Skipped (a row saying so) when JAX sees no GPU, unless --allow-cpu. The step is jtrain's own: `make_train_step`
+with the masked sequence loss, AdamW, the decoder in bfloat16 (parameters in float32), jitted with the state
+donated; random tokens, since speed does not depend on them. The defaults are the settings that fill an 80 GB
+H100 best (BENCHMARKS.md): a 1.3B decoder, batch 32 x 1024 tokens, cuDNN's flash attention (model.attention=
+fused), remat keeping the weight products (model.remat_policy=dots) and the output projection in bfloat16
+(model.head_float32=False).
 
 FLOPs per token (PaLM's appendix B convention): 6 x (parameters in matrix products: all but the token and
-position tables) + 12 x layers x sequence length x embed (attention scores and values, forward and backward).
-Recomputation (remat) is not counted: this is model FLOPs, not hardware FLOPs. Default peak: H100 SXM bf16
-dense, 989 TFLOP/s. Target >= 50%.
+position tables) + 12 x layers x sequence length x embed (attention scores and values, forward and backward,
+counted in full although causal attention needs half). Recomputation (remat) is not counted: this is model
+FLOPs, not hardware FLOPs. Default peak: H100 SXM bf16 dense, 989 TFLOP/s. Target >= 50%. The figure is the
+median of --windows timed windows of --steps steps each, after compiling and 3 warm-up steps.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import time
 
 import harness
@@ -31,12 +38,20 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--mlp", type=int, default=8192)
     p.add_argument("--seq", type=int, default=1024)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--vocab", type=int, default=32768)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--remat", action="store_true")
+    p.add_argument("--steps", type=int, default=20, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=3, help="timed windows (the median is reported)")
+    p.add_argument("--attention", default="fused", choices=("einsum", "fused"), help="model.attention")
+    p.add_argument("--remat", default="dots", choices=("none", "full", "dots"),
+                   help="none: model.remat=False; else model.remat=True with this model.remat_policy")
+    p.add_argument("--head", default="bfloat16", choices=("float32", "bfloat16"),
+                   help="the output projection's dtype (model.head_float32)")
+    p.add_argument("--trace", default="", help="also write a JAX profiler trace (Perfetto JSON) of 3 steps here")
     args = p.parse_args()
     load_start = harness.load()
+    # JAX takes 75% of the GPU's memory by default; the benchmark is meant to fill the device.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
     import jax
 
@@ -60,8 +75,10 @@ def main() -> None:
     config_lib.apply_overrides(config, [
         "model.name=decoder", f"model.vocab_size={args.vocab}", f"model.num_layers={args.layers}",
         f"model.num_heads={args.heads}", f"model.embed_dim={args.embed}", f"model.mlp_dim={args.mlp}",
-        f"model.max_len={args.seq}", "model.dtype=bfloat16", "model.scan_layers=True", f"model.remat={args.remat}",
-        "loss.name=masked_sequence_cross_entropy"])
+        f"model.max_len={args.seq}", "model.dtype=bfloat16", "model.scan_layers=True",
+        f"model.attention={args.attention}", f"model.remat={args.remat != 'none'}",
+        f"model.remat_policy={'full' if args.remat == 'none' else args.remat}",
+        f"model.head_float32={args.head == 'float32'}", "loss.name=masked_sequence_cross_entropy"])
     model = models.build(config.model, args.vocab)
     loss_fn, task = losses.build(config.loss)
     tx = optax.adamw(3e-4, weight_decay=0.1)
@@ -69,28 +86,46 @@ def main() -> None:
     tokens = jax.random.randint(jax.random.key(0), (args.batch, args.seq + 1), 0, args.vocab)  # (B, T + 1)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "mask": jnp.ones((args.batch, args.seq), jnp.float32)}
     state = jax.jit(lambda: init_state(model, tx, jax.random.key(1), batch["inputs"]))()
+    compile_start = time.perf_counter()
     step = jax.jit(make_train_step(model, tx, loss_fn, task, schedule), donate_argnums=0)
+    step = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - compile_start
+    cudnn_attention = "cudnn$fmha" in step.as_text()  # cuDNN's fused attention kernels are custom calls named so
+    temp_gib = getattr(step.memory_analysis(), "temp_size_in_bytes", 0) / 2**30
 
     flat = jax.tree_util.tree_flatten_with_path(state.params)[0]
     tables = sum(x.size for path, x in flat if any(getattr(k, "key", "") in ("embed", "pos_embed") for k in path))
     matmul_params = sum(x.size for _, x in flat) - tables
     flops_per_token = 6 * matmul_params + 12 * args.layers * args.seq * args.embed
 
-    for _ in range(3):  # compile and warm up
+    for _ in range(3):  # warm up
         state, metrics = step(state, batch)
     jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = step(state, batch)
-    jax.block_until_ready(state)
-    tokens_per_sec = args.steps * args.batch * args.seq / (time.perf_counter() - start)
+    rates = []
+    for _ in range(args.windows):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            state, metrics = step(state, batch)
+        jax.block_until_ready(state)
+        rates.append(args.steps * args.batch * args.seq / (time.perf_counter() - start))
+    tokens_per_sec = statistics.median(rates)
     mfu = flops_per_token * tokens_per_sec / args.peak
+    if args.trace:
+        with jax.profiler.trace(args.trace, create_perfetto_trace=True):
+            for _ in range(3):
+                state, metrics = step(state, batch)
+            jax.block_until_ready(state)
+    settings = (f"batch {args.batch} x {args.seq}, attention {args.attention}"
+                f"{' (cuDNN)' if cudnn_attention else ''}, remat {args.remat}, head {args.head}")
     row = harness.row(f"decoder MFU (bf16, {jax.devices()[0].device_kind})", mfu * 100, unit="%",
                       target=f">= {TARGET:.0%}", met=mfu >= TARGET if platform == "gpu" else None,
-                      note=f"{tokens_per_sec:,.0f} tokens/s x {flops_per_token:.3g} FLOP/token over "
-                           f"{args.peak:.3g} FLOP/s; {matmul_params:,} matmul parameters")
-    harness.finish(args, "mfu", [row], {"tokens_per_sec": tokens_per_sec, "flops_per_token": flops_per_token},
-                   load_start)
+                      note=f"{tokens_per_sec:,.0f} tokens/s (windows {min(rates):,.0f}-{max(rates):,.0f}) x "
+                           f"{flops_per_token:.3g} FLOP/token over {args.peak:.3g} FLOP/s; {matmul_params:,} matmul "
+                           f"parameters; {settings}")
+    harness.finish(args, "mfu", [row], {"tokens_per_sec": tokens_per_sec, "window_rates": rates,
+                                        "flops_per_token": flops_per_token, "compile_s": compile_s,
+                                        "cudnn_attention": cudnn_attention, "temp_gib": temp_gib,
+                                        "settings": settings}, load_start)
 
 
 if __name__ == "__main__":
