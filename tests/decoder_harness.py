@@ -1,6 +1,6 @@
 """Trains the decoder on synthetic token batches, on each mesh given, and prints one JSON line of results.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/decoder_harness.py 8,1,1 2,4,1 1,8,1:init
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/decoder_harness.py 8,1,1 2,4,1 1,8,1:init 1,2,4:fused
 
 Run by tests/test_scaleout.py in subprocesses (the device count is fixed when JAX starts). The data, loss and
 step live here, not in jtrain.train: the language-model task wiring is separate; this drives the model, the
@@ -51,9 +51,10 @@ def masked_cross_entropy(logits, targets, mask):
     return (losses * mask).sum() / mask.sum()
 
 
-def train(mesh_shape: tuple[int, int, int], steps: int = STEPS) -> dict:
+def train(mesh_shape: tuple[int, int, int], steps: int = STEPS, attention: str = "einsum") -> dict:
     config = config_lib.default_config()
-    config_lib.apply_overrides(config, [*MODEL, *(f"mesh.{a}={n}" for a, n in zip(mesh_lib.AXES, mesh_shape))])
+    config_lib.apply_overrides(config, [*MODEL, f"model.attention={attention}",
+                                        *(f"mesh.{a}={n}" for a, n in zip(mesh_lib.AXES, mesh_shape))])
     mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:math.prod(mesh_shape)])
     model = models.build(config.model, VOCAB)
     tx = optax.adamw(3e-3, weight_decay=0.01)
@@ -106,7 +107,8 @@ def train(mesh_shape: tuple[int, int, int], steps: int = STEPS) -> dict:
 
 if __name__ == "__main__":
     results = {}
-    for arg in sys.argv[1:]:
-        mesh, _, mode = arg.partition(":")
-        results[mesh] = train(tuple(int(n) for n in mesh.split(",")), steps=0 if mode == "init" else STEPS)
+    for arg in sys.argv[1:]:  # "d,f,t" trains; "d,f,t:init" only creates the state; "d,f,t:fused" trains with
+        mesh, _, mode = arg.partition(":")  # model.attention=fused
+        results[arg] = train(tuple(int(n) for n in mesh.split(",")), steps=0 if mode == "init" else STEPS,
+                             attention="fused" if mode == "fused" else "einsum")
     print(json.dumps(results))
