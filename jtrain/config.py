@@ -104,7 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.log_grad_norm = False  # log the global gradient norm of every step (one more pass over the gradients, ~5% of a small model's step on CPU)
     c.train.early_stopping_patience = 0  # stop after this many evals without improving eval.best_metric; 0 = off
     c.train.early_stopping_min_delta = 0.0  # smallest change of eval.best_metric that counts as an improvement
-    c.train.peak_flops = 0.0  # peak FLOP/s of one device, for MFU in the logs (decoder); 0 = measure a float32 matmul once
+    c.train.peak_flops = 0.0  # one device's peak FLOP/s for MFU in the logs (decoder); 0 = its published bf16 peak (throughput.py), else a float32 matmul measured once
 
     c.eval = ml_collections.ConfigDict()
     c.eval.every_steps = 0  # evaluate the val split every k steps; 0 = only at the end

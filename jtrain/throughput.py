@@ -10,8 +10,9 @@ scores and weighted values, 2 matmuls of T x E per token per layer, times the sa
 not halve it: the dense einsum computes every score. tests/test_throughput.py checks it against XLA's cost
 analysis of the real train step. Rematerialisation recomputes more, but MFU counts model FLOPs only.
 
-MFU = tokens/s x FLOPs per token / (train.peak_flops x devices); `train.peak_flops = 0` measures this machine
-once, as the best rate of a large float32 matmul (on CPU there is no published peak to quote).
+MFU = tokens/s x FLOPs per token / (train.peak_flops x devices). `train.peak_flops = 0` takes the device's
+published dense bfloat16 peak where jtrain knows it (PUBLISHED_PEAKS, by jax's `device_kind`), as MaxText and
+scripts/bench/mfu.py do; on any other device (every CPU) it measures the best rate of a large float32 matmul once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,29 @@ def decoder_flops_per_token(model: ml_collections.ConfigDict, vocab_size: int, s
     e, m, layers = model.embed_dim, model.mlp_dim, model.num_layers
     matmul_weights = layers * (4 * e * e + 2 * e * m) + e * vocab_size  # (q, k, v, out) + (mlp in, out); head
     return 6.0 * matmul_weights + 12.0 * layers * seq_len * e
+
+
+# Dense bfloat16 peaks of one device, FLOP/s, from the vendors' data sheets (without sparsity). Whole names: a
+# prefix would take an H100 PCIe (756 TFLOP/s) for an SXM one (989).
+PUBLISHED_PEAKS = {
+    "NVIDIA H100 80GB HBM3": 989e12,  # H100 SXM
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5": 459e12,  # v5p
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+}
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float:
+    """One device's peak FLOP/s for MFU: its published bfloat16 peak if known, else a measured float32 matmul."""
+    device = device or jax.devices()[0]
+    return PUBLISHED_PEAKS.get(device.device_kind) or measured_peak_flops()
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,7 +87,7 @@ def for_run(run) -> Throughput | None:
     if config.model.name != "decoder" or run.task != "sequence":
         return None
     seq_len = run.data.spec.input_shape[-1]
-    peak = config.train.peak_flops or measured_peak_flops()
+    peak = config.train.peak_flops or device_peak_flops()
     return Throughput(tokens_per_step=config.data.batch_size * seq_len,
                       flops_per_token=decoder_flops_per_token(config.model, run.model.vocab_size, seq_len),
                       peak_flops=peak * run.mesh.size)

@@ -13,7 +13,7 @@ import pytest
 from jtrain import config as config_lib, losses, models
 from jtrain.state import init_state
 from jtrain.step import make_train_step
-from jtrain.throughput import Throughput, decoder_flops_per_token
+from jtrain.throughput import Throughput, decoder_flops_per_token, device_peak_flops, measured_peak_flops
 
 VOCAB, T, B = 96, 128, 4
 
@@ -58,6 +58,18 @@ def test_mfu_arithmetic():
     rates = speed.rates(steps_per_sec=4.0)
     assert rates["tokens_per_sec"] == 4096
     assert rates["mfu"] == pytest.approx(4096 * 6e6 / 1e11)
+
+
+def test_peak_is_the_published_one_for_known_accelerators_and_measured_elsewhere():
+    class Device:  # what device_peak_flops reads of a jax.Device
+        def __init__(self, kind):
+            self.device_kind = kind
+
+    assert device_peak_flops(Device("NVIDIA H100 80GB HBM3")) == 989e12
+    assert device_peak_flops(Device("NVIDIA H100 PCIe")) == 756e12  # not the SXM figure
+    assert device_peak_flops(Device("TPU v5 lite")) == 197e12
+    cpu = jax.devices("cpu")[0]
+    assert device_peak_flops(cpu) == measured_peak_flops() > 0  # no published peak for a CPU
 
 
 def test_sequence_train_loss_is_a_mean_over_real_tokens():

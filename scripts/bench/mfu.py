@@ -14,7 +14,8 @@ fused), remat keeping the weight products (model.remat_policy=dots) and the outp
 FLOPs per token (PaLM's appendix B convention): 6 x (parameters in matrix products: all but the token and
 position tables) + 12 x layers x sequence length x embed (attention scores and values, forward and backward,
 counted in full although causal attention needs half). Recomputation (remat) is not counted: this is model
-FLOPs, not hardware FLOPs. Default peak: H100 SXM bf16 dense, 989 TFLOP/s. Target >= 50%. The figure is the
+FLOPs, not hardware FLOPs. The peak defaults to the device's published dense bf16 peak, as the training loop's
+MFU (jtrain/throughput.py; H100 SXM: 989 TFLOP/s), or a measured float32 matmul where none is known. Target >= 50%. The figure is the
 median of --windows timed windows of --steps steps each, after compiling and 3 warm-up steps.
 """
 
@@ -31,7 +32,8 @@ TARGET = 0.5
 
 def main() -> None:
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--peak", type=float, default=989e12, help="device peak FLOP/s in the model's dtype")
+    p.add_argument("--peak", type=float, default=0.0,
+                   help="device peak FLOP/s in the model's dtype (0: the published peak, as train.peak_flops=0)")
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (checks the arithmetic only)")
     p.add_argument("--layers", type=int, default=24)
     p.add_argument("--embed", type=int, default=2048)
@@ -70,6 +72,9 @@ def main() -> None:
     from jtrain import config as config_lib, losses, models
     from jtrain.state import init_state
     from jtrain.step import make_train_step
+    from jtrain.throughput import device_peak_flops
+
+    args.peak = args.peak or device_peak_flops()
 
     config = config_lib.default_config()
     config_lib.apply_overrides(config, [
