@@ -14,9 +14,10 @@ fused), remat keeping the weight products (model.remat_policy=dots) and the outp
 FLOPs per token (PaLM's appendix B convention): 6 x (parameters in matrix products: all but the token and
 position tables) + 12 x layers x sequence length x embed (attention scores and values, forward and backward,
 counted in full although causal attention needs half). Recomputation (remat) is not counted: this is model
-FLOPs, not hardware FLOPs. The peak defaults to the device's published dense bf16 peak, as the training loop's
-MFU (jtrain/throughput.py; H100 SXM: 989 TFLOP/s), or a measured float32 matmul where none is known. Target >= 50%. The figure is the
-median of --windows timed windows of --steps steps each, after compiling and 3 warm-up steps.
+FLOPs, not hardware FLOPs. The peak defaults to the device's published dense bf16 peak, as for the training
+loop's MFU (jtrain/throughput.py; H100 SXM: 989 TFLOP/s), or a measured float32 matmul where none is known.
+Target >= 50%. The figure is the median of --windows timed windows of --steps steps each, after compiling and
+3 warm-up steps.
 """
 
 from __future__ import annotations
