@@ -7,7 +7,8 @@ Model FLOPs per token come from the architecture, not from the compiled program 
 
 6 N is a multiply-add (2) per weight per token, forward (1x) plus backward (2x); 12 L T E is the attention
 scores and weighted values, 2 matmuls of T x E per token per layer, times the same 2 x 3. The causal mask does
-not halve it: the dense einsum computes every score. tests/test_throughput.py checks it against XLA's cost
+not halve it (PaLM's convention: the einsum form computes every score, though cuDNN's flash attention,
+model.attention=fused, skips the masked half). tests/test_throughput.py checks it against XLA's cost
 analysis of the real train step. Rematerialisation recomputes more, but MFU counts model FLOPs only.
 
 MFU = tokens/s x FLOPs per token / (train.peak_flops x devices). `train.peak_flops = 0` takes the device's

@@ -11,9 +11,10 @@ H100 best (BENCHMARKS.md): a 1.3B decoder, batch 32 x 1024 tokens, cuDNN's flash
 fused), remat keeping the weight products (model.remat_policy=dots) and the output projection in bfloat16
 (model.head_float32=False).
 
-FLOPs per token (PaLM's appendix B convention): 6 x (parameters in matrix products: all but the token and
-position tables) + 12 x layers x sequence length x embed (attention scores and values, forward and backward,
-counted in full although causal attention needs half). Recomputation (remat) is not counted: this is model
+FLOPs per token (PaLM's appendix B convention, jtrain/throughput.py): 6 x (weights in matrix products:
+attention, MLP and output head; not the token and position tables, norms or biases) + 12 x layers x sequence
+length x embed (attention scores and values, forward and backward, counted in full although causal attention
+needs half). Recomputation (remat) is not counted: this is model
 FLOPs, not hardware FLOPs. The peak defaults to the device's published dense bf16 peak, as for the training
 loop's MFU (jtrain/throughput.py; H100 SXM: 989 TFLOP/s), or a measured float32 matmul where none is known.
 Target >= 50%. The figure is the median of --windows timed windows of --steps steps each, after compiling and
@@ -73,7 +74,7 @@ def main() -> None:
     from jtrain import config as config_lib, losses, models
     from jtrain.state import init_state
     from jtrain.step import make_train_step
-    from jtrain.throughput import device_peak_flops
+    from jtrain.throughput import decoder_flops_per_token, device_peak_flops
 
     args.peak = args.peak or device_peak_flops()
 
@@ -99,10 +100,8 @@ def main() -> None:
     cudnn_attention = "cudnn$fmha" in step.as_text()  # cuDNN's fused attention kernels are custom calls named so
     temp_gib = getattr(step.memory_analysis(), "temp_size_in_bytes", 0) / 2**30
 
-    flat = jax.tree_util.tree_flatten_with_path(state.params)[0]
-    tables = sum(x.size for path, x in flat if any(getattr(k, "key", "") in ("embed", "pos_embed") for k in path))
-    matmul_params = sum(x.size for _, x in flat) - tables
-    flops_per_token = 6 * matmul_params + 12 * args.layers * args.seq * args.embed
+    flops_per_token = decoder_flops_per_token(config.model, args.vocab, args.seq)  # as the training loop's MFU
+    matmul_params = round((flops_per_token - 12 * args.layers * args.seq * args.embed) / 6)
 
     for _ in range(3):  # warm up
         state, metrics = step(state, batch)
