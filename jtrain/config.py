@@ -55,31 +55,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.eval_examples = 0  # post-training datasets: evaluate at most this many val/test examples, evenly spaced; 0 = all
 
     c.model = ml_collections.ConfigDict()
-    c.model.name = "cnn"  # registered model (mlp, cnn, decoder) or "package.module:factory" for your own
+    c.model.name = "cnn"  # model family (mlp, cnn, decoder, bert) or "package.module:factory" for your own
     c.model.num_outputs = 0  # output width; 0 = number of classes (or targets) of the dataset
-    c.model.hidden_sizes = (256, 256)  # MLP hidden layer widths
-    c.model.conv_features = (32, 64)  # CNN channels per conv block (3x3 conv, [BN], ReLU, 2x2 max-pool)
-    c.model.dense_features = 128  # CNN width of the dense layer before the head
     c.model.dropout = 0.0  # dropout rate before each dense layer (decoder: on embeddings and residual branches); training only
-    c.model.batch_norm = False  # batch normalisation after each conv / hidden layer
     c.model.dtype = "float32"  # computation dtype (float32 or bfloat16); parameters stay float32
-    # decoder (model.name = "decoder", jtrain/models/decoder.py): GPT-style, tokens (B, T) -> logits (B, T, vocab)
-    c.model.vocab_size = 0  # decoder vocabulary size; 0 = the dataset's number of classes
-    c.model.num_layers = 2  # decoder: transformer blocks
-    c.model.num_heads = 4  # decoder: attention heads (embed_dim must be divisible by it)
-    c.model.embed_dim = 128  # decoder: width of the residual stream
-    c.model.mlp_dim = 512  # decoder: hidden width of each block's MLP
-    c.model.max_len = 128  # decoder: longest sequence (rows of the learned position table)
-    c.model.position = "learned"  # decoder position encoding: learned (added table) or rotary (on queries/keys)
-    c.model.head_float32 = True  # decoder: output projection in float32 (False: in model.dtype, logits cast after)
-    c.model.attention = "einsum"  # decoder: einsum (scores materialised) or fused (cuDNN flash attention on GPUs)
-    c.model.scan_layers = False  # decoder: nn.scan over the blocks (one compiled block; params stacked on 'layers')
-    c.model.remat = False  # decoder: recompute each block's activations in the backward pass (less memory)
-    c.model.remat_policy = "full"  # decoder, with remat: full (keep nothing) or dots (keep the weight products)
-    # bert (model.name = "bert", jtrain/models/bert.py) also reads vocab_size, num_layers, num_heads, embed_dim, mlp_dim, max_len, dropout
-    c.model.pooling = "mean"  # bert: sentence vector for the head: mean (over real tokens), cls (first token) or pooler (tanh dense on cls)
-    c.model.type_vocab_size = 2  # bert: rows of the token-type (segment) embedding table
-    c.model.layer_norm_eps = 1e-12  # bert: LayerNorm epsilon (BERT's value)
+    # Each family's own fields, with their comments, live in its file (jtrain/models/*.py FAMILY): decoder and
+    # bert read the transformer sizes (vocab_size, num_layers, num_heads, embed_dim, mlp_dim, max_len).
+    for key, default in _model_fields(c.model.name, builtin=True).items():
+        c.model[key] = default
     c.model.lora_rank = 0  # LoRA adapters of this rank on the kernels model.lora_targets names (jtrain/lora.py); 0 = off
     c.model.lora_targets = ""  # regex (fullmatch) of 2-D parameter paths to adapt, e.g. "encoder/layer_\d+/(query|value)/kernel"
     c.model.lora_alpha = 8.0  # LoRA scale: the update is (lora_alpha / lora_rank) * A @ B
@@ -194,7 +177,10 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
 def config_from_json(text: str) -> ml_collections.ConfigDict:
     """Rebuilds a resolved config (e.g. a workdir's config.json) over the defaults."""
     config = default_config()
-    _assign_tree(config, json.loads(text), prefix="")
+    tree = json.loads(text)
+    if isinstance(tree.get("model"), dict) and "name" in tree["model"]:  # first: it decides the model's own fields
+        set_value(config, "model.name", tree["model"]["name"])
+    _assign_tree(config, tree, prefix="")
     validate(config)
     return config
 
@@ -216,11 +202,46 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
     validate(config)
 
 
+def _model_fields(name: str, builtin: bool = False) -> dict[str, Any]:
+    """`model.*` fields a model family declares: every built-in family's, or those of the user's family `name`."""
+    from jtrain import models  # the families import flax: only when a config is built
+
+    if builtin:
+        return models.builtin_fields()
+    if ":" not in name:
+        return {}
+    try:
+        return models.family(name).fields
+    except ConfigError:  # not importable here (yet): building the model reports it; see _unknown_key
+        return {}
+
+
+def _unknown_key(config: ml_collections.ConfigDict, key: str, valid: dict[str, Any]) -> ConfigError:
+    if key.startswith("model.") and ":" in config.model.name:
+        from jtrain import models
+
+        models.family(config.model.name)  # the user model's own fields are unknown when it cannot be imported
+    return ConfigError(f"unknown config key {key!r}{_suggest(key, valid)}")
+
+
+def _known(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Every valid dotted key of `config` with its default: the defaults plus its user model's own fields."""
+    flat = flatten(default_config())
+    flat.update({f"model.{k}": v for k, v in _model_fields(config.model.name).items()})
+    return flat
+
+
+def use_model(config: ml_collections.ConfigDict, name: str) -> None:
+    """Selects model.name and adds the `model.*` fields its family declares (a user factory's `config_fields`),
+    so an experiment file can set them: `use_model(c, "my_models:wide"); c.model.width = 512`."""
+    set_value(config, "model.name", name)
+
+
 def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     """Sets a dotted key, with the default's type; errors name the key and the closest valid one."""
-    flat = flatten(default_config())
+    flat = _known(config)
     if key not in flat:
-        raise ConfigError(f"unknown config key {key!r}{_suggest(key, flat)}")
+        raise _unknown_key(config, key, flat)
     expected = flat[key]
     value = _coerce(key, value, expected)
     *parents, leaf = key.split(".")
@@ -229,6 +250,10 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         node = node[p]
     with node.unlocked():
         node[leaf] = value
+        if key == "model.name":  # a user's model may declare fields of its own: they appear with their defaults
+            for field, default in _model_fields(value).items():
+                if field not in node:
+                    node[field] = default
 
 
 def _parse_value(raw: str) -> Any:
@@ -273,10 +298,10 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every key known, every value of the default's type, values within range."""
-    flat, defaults = flatten(config), flatten(default_config())
+    flat, defaults = flatten(config), _known(config)
     for key, value in flat.items():
         if key not in defaults:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key, defaults)}")
+            raise _unknown_key(config, key, defaults)
         _coerce(key, value, defaults[key])
     _check_ranges(config)
 
@@ -357,5 +382,6 @@ __all__ = [
     "load_experiment",
     "set_value",
     "to_json",
+    "use_model",
     "validate",
 ]

@@ -11,8 +11,8 @@ whole array. Either way a step is one dispatch, and batch indices are device sca
 copied from the host between transfers. The examples and their order are those of T single batches
 (tests/test_feed.py).
 
-Checkpoints record the pipeline's position before the current chunk and how many of its batches were taken,
-so a run saved in the middle of a chunk resumes on exactly the next batch.
+Checkpoints record the position as the number of global batches trained on, which T does not change: a run
+saved in the middle of a chunk resumes on exactly the next batch, with any T.
 """
 
 from __future__ import annotations
@@ -187,18 +187,18 @@ class DeviceFeed:
     # ------------------------------------------------------------------ checkpointed position
 
     def get_state(self) -> bytes:
+        """{"batches": global batches trained on}: the pipeline's element i holds batches i*T ... i*T + T - 1
+        (grain's map-dataset iterators count elements in `next_index`)."""
         if self._chunk is None or self._taken == self.per_transfer:  # at a chunk boundary
             position, taken = self.pipeline.get_state(), self._skip
         else:
             position, taken = self._position, self._taken
-        return json.dumps({"pipeline": position, "taken": taken, "batches_per_transfer": self.per_transfer}).encode()
+        return json.dumps({"batches": position["next_index"] * self.per_transfer + taken}).encode()
 
     def set_state(self, state: bytes) -> None:
-        state = json.loads(state)
-        if "pipeline" not in state:  # written before chunked transfers: the pipeline's own state, at a boundary
-            state = {"pipeline": state, "taken": 0}
-        self.pipeline.set_state(state["pipeline"])
-        self._chunk, self._taken, self._skip, self._batch = None, 0, state["taken"], None
+        batches = json.loads(state)["batches"]
+        self.pipeline.set_state({"next_index": batches // self.per_transfer})
+        self._chunk, self._taken, self._skip, self._batch = None, 0, batches % self.per_transfer, None
 
     def start_prefetch(self) -> None:  # the grain checkpoint handler calls it after set_state
         start = getattr(self.pipeline, "start_prefetch", None)

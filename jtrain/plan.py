@@ -26,6 +26,7 @@ import ml_collections
 
 from jtrain import components, config as config_lib, data as data_lib
 from jtrain import mesh as mesh_lib
+from jtrain import models
 from jtrain import sharding
 from jtrain.data.registry import DatasetSpec
 from jtrain.errors import ConfigError, UserError
@@ -99,12 +100,11 @@ def topology_devices(topology: str) -> list:
 
 
 def batch_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
-    """What one example looks like, without reading any data: tokens for the decoder, else the dataset's spec."""
-    if config.model.name == "decoder":
-        vocab = config.model.vocab_size
-        if vocab <= 0:
-            raise ConfigError("config key 'model.vocab_size': jtrain plan needs the decoder's vocabulary size")
-        length = min(config.data.seq_len or config.model.max_len, config.model.max_len)
+    """What one example looks like, without reading any data: tokens for a family that shapes its own (the
+    decoder's, jtrain/models/decoder.py plan_tokens), else the dataset's spec."""
+    tokens = models.family(config.model.name).plan_tokens
+    if tokens is not None:
+        vocab, length = tokens(config)
         return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab, input_shape=(length,),
                            input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0,
                            examples="preference" if config.loss.name == "dpo" else "")

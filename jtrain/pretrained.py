@@ -224,32 +224,36 @@ def _msgpack_source(path: str) -> Source:
 def _hf_source(path: str) -> Source:
     from safetensors import safe_open
 
-    from jtrain.models import bert
+    from jtrain import models
 
     directory = os.path.dirname(path) if os.path.isfile(path) else path
     file = path if os.path.isfile(path) else os.path.join(path, "model.safetensors")
     if not os.path.isfile(file):
         raise ConfigError(f"config key 'init.pretrained': {directory} has no model.safetensors")
     config_file = os.path.join(directory, "config.json")
+    model_type = "bert"  # a bare safetensors file without its config.json: BERT's names, the original import
     if os.path.isfile(config_file):
         with open(config_file) as f:
             model_type = json.load(f).get("model_type", "")
-        if model_type != "bert":
-            raise ConfigError(f"{config_file}: model_type {model_type!r}: jtrain reads BERT-family encoders ('bert')")
+    family = models.hf_family(model_type)
+    if family is None:
+        raise ConfigError(f"{config_file}: model_type {model_type!r}: jtrain reads Hugging Face weights of "
+                          f"{', '.join(repr(t) for t in models.hf_model_types())}")
+    table = family.hf
     specs: dict[str, Spec] = {}
     names: dict[str, tuple[str, str]] = {}  # source path -> (safetensors name, conversion kind)
     with safe_open(file, framework="np") as f:  # reads the header only
         for name in f.keys():
-            if bert.HF_BUFFERS.fullmatch(name):
+            if table.is_buffer(name):
                 continue  # a buffer saved beside the weights, not a parameter
-            mapped = bert.hf_to_path(name)
+            mapped = table.to_path(name)
             sl = f.get_slice(name)
             shape, dtype = tuple(sl.get_shape()), _safetensors_dtype(sl.get_dtype())
             if mapped is None:  # reported as unused under its own name
-                specs[name], names[name] = (shape, dtype), (name, bert.COPY)
+                specs[name], names[name] = (shape, dtype), (name, "")
                 continue
             src, kind = mapped
-            specs[src] = (shape[::-1] if kind == bert.LINEAR else shape, dtype)
+            specs[src] = (shape[::-1] if table.transposed(kind) else shape, dtype)
             names[src] = (name, kind)
 
     def read(wanted: dict[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
@@ -257,7 +261,7 @@ def _hf_source(path: str) -> Source:
             out = {}
             for src, t in wanted.items():
                 name, kind = names[src]
-                a = bert.convert(f.get_tensor(name), kind)
+                a = table.convert(f.get_tensor(name), kind)
                 out[src] = jax.make_array_from_callback(t.shape, t.sharding, lambda index, a=a: a[index])
             return out
 

@@ -90,9 +90,12 @@ def load_run(workdir: str, step: int | None = None):
     """(run, params) of a workdir's checkpoint (the latest unless `step`)."""
     from jtrain import workdir as workdir_lib
 
+    from jtrain import models
+
     config = workdir_lib.read_config(workdir)
-    if config.model.name != "decoder" or not getattr(config.data, "name", ""):
-        raise UserError(f"{workdir}: sampling needs a decoder run (model.name={config.model.name!r})")
+    if not models.family(config.model.name).samples or not getattr(config.data, "name", ""):
+        raise UserError(f"{workdir}: sampling needs a model family that generates with a key-value cache, such "
+                        f"as the decoder (model.name={config.model.name!r})")
     run, state, _ = workdir_lib.restore(workdir, config, step)
     if getattr(run.data, "tokenizer", None) is None:
         raise UserError(f"{workdir}: data.name={config.data.name!r} is not a text dataset; nothing to decode with")

@@ -24,13 +24,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-
-
-def decoder_flops_per_token(model: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> float:
-    e, m, layers = model.embed_dim, model.mlp_dim, model.num_layers
-    matmul_weights = layers * (4 * e * e + 2 * e * m) + e * vocab_size  # (q, k, v, out) + (mlp in, out); head
-    return 6.0 * matmul_weights + 12.0 * layers * seq_len * e
 
 
 # Dense bfloat16 peaks of one device, FLOP/s, from the vendors' data sheets (without sparsity). Whole names: a
@@ -83,12 +76,15 @@ class Throughput:
 
 
 def for_run(run) -> Throughput | None:
-    """A jtrain.components.Run's throughput arithmetic; None unless it trains the built-in decoder on sequences."""
+    """A jtrain.components.Run's throughput arithmetic; None unless its model family counts FLOPs per token
+    (the decoder's: jtrain/models/decoder.py flops_per_token) and it trains on sequences."""
+    from jtrain import models
+
     config = run.config
-    if config.model.name != "decoder" or run.task != "sequence":
+    count = models.family(config.model.name).flops_per_token
+    if count is None or run.task != "sequence":
         return None
     seq_len = run.data.spec.input_shape[-1]
     peak = config.train.peak_flops or device_peak_flops()
     return Throughput(tokens_per_step=config.data.batch_size * seq_len,
-                      flops_per_token=decoder_flops_per_token(config.model, run.model.vocab_size, seq_len),
-                      peak_flops=peak * run.mesh.size)
+                      flops_per_token=count(config.model, run.model, seq_len), peak_flops=peak * run.mesh.size)

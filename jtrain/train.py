@@ -59,14 +59,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     per_call = config.train.steps_per_call  # optimizer steps per dispatch
     # Batches reach the device T at a time, and each call takes its own there (jtrain/feed.py).
     train_iter = feed_lib.for_run(run, config.seed, jax.process_index(), jax.process_count())
-    per_transfer = train_iter.per_transfer
     target = checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings)
 
     # ------------------------------------------------------------------ init: resume > pretrained > scratch
     restored = ckpt.restore_latest_good(target, train_iter)
     if restored:
         start, state, meta = restored
-        _check_same_calls(meta, per_call, per_transfer, ckpt.directory)
+        _check_same_calls(meta, per_call, ckpt.directory)
         if best and meta.get("best"):
             best.load_state_dict(meta["best"])
         skipped = meta.get("skipped_steps", 0)
@@ -80,8 +79,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
         return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
-                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None,
-                "batches_per_transfer": per_transfer}
+                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None}
 
     total = run.total_steps
     speed = throughput.for_run(run)  # tokens/s and MFU for language models; None otherwise
@@ -283,17 +281,13 @@ def _next_stop(done: int, total: int, *intervals: int) -> int:
     return min([total] + [(done // every + 1) * every for every in intervals if every])
 
 
-def _check_same_calls(meta: dict, per_call: int, per_transfer: int, directory: str) -> None:
-    """A resume must group steps as the saved run did: the data position counts batches into stacks of T
-    (jtrain/feed.py), and k steps scanned in one call round differently from k single calls, so another
+def _check_same_calls(meta: dict, per_call: int, directory: str) -> None:
+    """k steps scanned in one call round differently from k single calls, so resuming with another
     steps_per_call would break "a resumed run equals an uninterrupted one"."""
-    saved_call = (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
-    saved_transfer = meta.get("batches_per_transfer") or saved_call  # older checkpoints stacked k batches
-    for key, mine, saved in (("train.steps_per_call", per_call, saved_call),
-                             ("data.transfer_batches", per_transfer, saved_transfer)):
-        if saved != mine:
-            raise UserError(f"config key {key!r}: this run uses {mine}, but the checkpoints in {directory} were "
-                            f"written with {saved}; resume with --config.{key}={saved}")
+    saved = (meta.get("config") or {}).get("train", {}).get("steps_per_call", 1)
+    if saved != per_call:
+        raise UserError(f"config key 'train.steps_per_call': this run uses {per_call}, but the checkpoints in "
+                        f"{directory} were written with {saved}; resume with --config.train.steps_per_call={saved}")
 
 
 def _writable_workdir(workdir: str) -> str:

@@ -69,16 +69,21 @@ def test_default_config_validates_and_is_locked():
         c.train.steps = "many"
 
 
-def _default_config_fields_from_source() -> dict[str, tuple[int, bool]]:
-    """Field -> (line, has a trailing comment), for each leaf assigned in default_config()'s source."""
-    path = config_lib.__file__
+def _source(path: str) -> tuple[ast.Module, set[int], list[str]]:
     with open(path, encoding="utf-8") as f:
         source = f.read()
     comment_lines = {
         tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT
     }
+    return ast.parse(source), comment_lines, source.splitlines()
+
+
+def _default_config_fields_from_source() -> dict[str, tuple[str, int, bool]]:
+    """Field -> (file, line, has a trailing comment), for each leaf assigned in default_config()'s source, and
+    each `model.*` field a model family declares in its file (the keywords of its `dict(...)` of fields)."""
+    tree, comment_lines, _ = _source(config_lib.__file__)
     func = next(
-        node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef) and node.name == "default_config"
+        node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "default_config"
     )
     fields = {}
     for node in ast.walk(func):
@@ -95,7 +100,22 @@ def _default_config_fields_from_source() -> dict[str, tuple[int, bool]]:
         is_section = isinstance(value, ast.Call) and ast.unparse(value.func).endswith("ConfigDict")
         if is_section:
             continue
-        fields[".".join(reversed(parts))] = (node.lineno, node.end_lineno in comment_lines)
+        fields[".".join(reversed(parts))] = (config_lib.__file__, node.lineno, node.end_lineno in comment_lines)
+    models_dir = os.path.join(os.path.dirname(config_lib.__file__), "models")
+    for name in sorted(os.listdir(models_dir)):
+        if not name.endswith(".py"):
+            continue
+        path = os.path.join(models_dir, name)
+        tree, comment_lines, _ = _source(path)
+        declared = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call) for kw in node.keywords
+                    if kw.arg == "fields"]  # Family(build, fields=dict(...))
+        declared += [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                     and ast.unparse(node.targets[0]).endswith("_FIELDS")]  # fields shared by families
+        for node in declared:
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "dict":
+                for kw in node.keywords:
+                    if kw.arg is not None:
+                        fields[f"model.{kw.arg}"] = (path, kw.value.lineno, kw.value.end_lineno in comment_lines)
     return fields
 
 
@@ -103,17 +123,14 @@ def test_every_default_field_has_a_trailing_comment():
     fields = _default_config_fields_from_source()
     # The parse found exactly the leaves of the tree, so the check below covers every field.
     assert sorted(fields) == sorted(flatten(default_config()))
-    uncommented = [f"{key} (line {line})" for key, (line, ok) in fields.items() if not ok]
+    uncommented = [f"{key} ({path}:{line})" for key, (path, line, ok) in fields.items() if not ok]
     assert uncommented == []
 
 
 def test_every_default_comment_is_not_empty():
-    path = config_lib.__file__
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
     fields = _default_config_fields_from_source()
-    lines = source.splitlines()
-    for key, (line, _) in fields.items():
+    for key, (path, line, _) in fields.items():
+        lines = _source(path)[2]
         comment = lines[line - 1].split("#", 1)[1].strip()
         assert len(comment) >= 3, key
 

@@ -21,3 +21,11 @@ class TinyMLP(nn.Module):
 
 def tiny_mlp(config, num_outputs: int) -> nn.Module:
     return TinyMLP(16, num_outputs)
+
+
+def wide_mlp(config, num_outputs: int) -> nn.Module:
+    """A user's model with a config field of its own, `model.width`."""
+    return TinyMLP(config.width, num_outputs)
+
+
+wide_mlp.config_fields = {"width": 16}  # declared fields: --config.model.width=... and config.json know them

@@ -30,6 +30,8 @@ import ml_collections
 import numpy as np
 
 from jtrain.errors import ConfigError
+from jtrain.models.decoder import TRANSFORMER_FIELDS
+from jtrain.models.family import Family, HFNames
 
 POOLINGS = ("mean", "cls", "pooler")
 PAD_ID = 0
@@ -286,3 +288,12 @@ def export_hf(params, model_config: ml_collections.ConfigDict, outdir: str) -> s
     with open(os.path.join(outdir, "config.json"), "w") as f:
         json.dump(hf_config(model_config, 0 if head is None else head.shape[-1]), f, indent=2, sort_keys=True)
     return outdir
+
+
+FAMILY = Family(build, fields=dict(
+    TRANSFORMER_FIELDS,
+    pooling="mean",  # bert: sentence vector for the head: mean (over real tokens), cls (first token) or pooler (tanh dense on cls)
+    type_vocab_size=2,  # bert: rows of the token-type (segment) embedding table
+    layer_norm_eps=1e-12,  # bert: LayerNorm epsilon (BERT's value)
+), hf=HFNames(model_types=("bert",), to_path=hf_to_path, convert=convert, transposed=lambda kind: kind == LINEAR,
+              is_buffer=lambda name: bool(HF_BUFFERS.fullmatch(name))))

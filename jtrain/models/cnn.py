@@ -7,6 +7,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jtrain.models.family import Family
+
 annotated = nn.with_logical_partitioning  # init -> init whose parameter carries logical axis names (jtrain/sharding.py)
 KERNEL_AXES = ("conv_height", "conv_width", "conv_in", "conv_out")
 
@@ -59,3 +61,15 @@ class CNN(nn.Module):
         return nn.Dense(self.num_outputs, dtype=jnp.float32,
                         kernel_init=annotated(nn.linear.default_kernel_init, ("mlp", "classes")),
                         bias_init=annotated(nn.initializers.zeros_init(), ("classes",)))(x)  # (B, num_outputs)
+
+
+def build(config, num_outputs: int) -> CNN:
+    return CNN(tuple(config.conv_features), config.dense_features, num_outputs, config.dropout, config.batch_norm,
+               jnp.dtype(config.dtype))
+
+
+FAMILY = Family(build, fields=dict(
+    conv_features=(32, 64),  # CNN channels per conv block (3x3 conv, [BN], ReLU, 2x2 max-pool)
+    dense_features=128,  # CNN width of the dense layer before the head
+    batch_norm=False,  # batch normalisation after each conv (mlp: after each hidden layer)
+))

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrain.errors import ConfigError
+from jtrain.models.family import Family
 from jtrain.sharding import constrain
 
 POSITIONS = ("learned", "rotary")
@@ -269,3 +270,42 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
                    attention=config.attention,
                    dropout=config.dropout, scan_layers=config.scan_layers, remat=config.remat,
                    remat_policy=config.remat_policy, dtype=jnp.dtype(config.dtype), head_float32=config.head_float32)
+
+
+def flops_per_token(config: ml_collections.ConfigDict, model: Decoder, seq_len: int) -> float:
+    """Model FLOPs per trained token, 6 N + 12 L T E (the derivation is in jtrain/throughput.py)."""
+    return matmul_flops_per_token(config, model.vocab_size, seq_len)
+
+
+def matmul_flops_per_token(config: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> float:
+    e, m, layers = config.embed_dim, config.mlp_dim, config.num_layers
+    matmul_weights = layers * (4 * e * e + 2 * e * m) + e * vocab_size  # (q, k, v, out) + (mlp in, out); head
+    return 6.0 * matmul_weights + 12.0 * layers * seq_len * e
+
+
+def plan_tokens(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(vocabulary, sequence length) of the token batches `jtrain plan` shapes without reading data."""
+    if config.model.vocab_size <= 0:
+        raise ConfigError("config key 'model.vocab_size': jtrain plan needs the decoder's vocabulary size")
+    return config.model.vocab_size, min(config.data.seq_len or config.model.max_len, config.model.max_len)
+
+
+# The transformer sizes are shared with bert (jtrain/models/bert.py), which declares them with the same defaults.
+TRANSFORMER_FIELDS = dict(
+    vocab_size=0,  # token vocabulary; decoder: 0 = the dataset's number of classes
+    num_layers=2,  # transformer blocks
+    num_heads=4,  # attention heads (embed_dim must be divisible by it)
+    embed_dim=128,  # width of the residual stream
+    mlp_dim=512,  # hidden width of each block's MLP
+    max_len=128,  # longest sequence (rows of the learned position table)
+)
+
+FAMILY = Family(build, fields=dict(
+    TRANSFORMER_FIELDS,
+    position="learned",  # decoder position encoding: learned (added table) or rotary (on queries/keys)
+    head_float32=True,  # decoder: output projection in float32 (False: in model.dtype, logits cast after)
+    attention="einsum",  # decoder: einsum (scores materialised) or fused (cuDNN flash attention on GPUs)
+    scan_layers=False,  # decoder: nn.scan over the blocks (one compiled block; params stacked on 'layers')
+    remat=False,  # decoder: recompute each block's activations in the backward pass (less memory)
+    remat_policy="full",  # decoder, with remat: full (keep nothing) or dots (keep the weight products)
+), flops_per_token=flops_per_token, samples=True, plan_tokens=plan_tokens)

@@ -7,6 +7,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jtrain.models.family import Family
+
 annotated = nn.with_logical_partitioning  # init -> init whose parameter carries logical axis names
 
 
@@ -38,3 +40,13 @@ class MLP(nn.Module):
         return nn.Dense(self.num_outputs, dtype=jnp.float32,
                         kernel_init=annotated(nn.linear.default_kernel_init, (names[0], "classes")),
                         bias_init=annotated(nn.initializers.zeros_init(), ("classes",)))(x)  # (B, num_outputs)
+
+
+def build(config, num_outputs: int) -> MLP:
+    return MLP(tuple(config.hidden_sizes), num_outputs, config.dropout, config.batch_norm, jnp.dtype(config.dtype))
+
+
+FAMILY = Family(build, fields=dict(
+    hidden_sizes=(256, 256),  # MLP hidden layer widths
+    batch_norm=False,  # batch normalisation after each hidden layer (cnn: after each conv)
+))

@@ -74,7 +74,7 @@ def main() -> None:
     from jtrain import config as config_lib, losses, models
     from jtrain.state import init_state
     from jtrain.step import make_train_step
-    from jtrain.throughput import decoder_flops_per_token, device_peak_flops
+    from jtrain.throughput import device_peak_flops
 
     args.peak = args.peak or device_peak_flops()
 
@@ -100,7 +100,7 @@ def main() -> None:
     cudnn_attention = "cudnn$fmha" in step.as_text()  # cuDNN's fused attention kernels are custom calls named so
     temp_gib = getattr(step.memory_analysis(), "temp_size_in_bytes", 0) / 2**30
 
-    flops_per_token = decoder_flops_per_token(config.model, args.vocab, args.seq)  # as the training loop's MFU
+    flops_per_token = models.family("decoder").flops_per_token(config.model, model, args.seq)  # as the loop's MFU
     matmul_params = round((flops_per_token - 12 * args.layers * args.seq * args.embed) / 6)
 
     for _ in range(3):  # warm up

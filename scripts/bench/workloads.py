@@ -53,10 +53,10 @@ def available(workload: str) -> str:
     if workload != "decoder":
         return ""
     from jtrain.data import registry
-    from jtrain.models import MODELS
+    from jtrain import models
 
     w = WORKLOADS[workload]
-    if "decoder" not in MODELS:
+    if "decoder" not in models.families():
         return "no model.name='decoder' registered"
     if not getattr(registry.DATASETS.get(w["dataset"]), "is_text", False):
         return f"no token dataset {w['dataset']!r} registered"
