@@ -10,8 +10,7 @@ Surviving crashes:
 - Orbax writes each step into a temporary directory and renames it when complete, so a process killed mid-save
   leaves only a `*.orbax-checkpoint-tmp*` directory: restore never sees it and the next start deletes it.
 - After a save is finalised, the sha256 of every file goes into `jtrain_checksums.json` (computed by a
-  background thread: reading the files back on the loop's thread cost the Fashion-MNIST MLP ~18 ms a save, a
-  500 MB state seconds). Restore verifies it and skips a checkpoint whose files were truncated or altered (with a
+  background thread, so reading the files back never stalls the loop). Restore verifies it and skips a checkpoint whose files were truncated or altered (with a
   warning naming it), falling back to the previous good one.
 - Retention keeps the newest `max_to_keep` AND the `keep_best` best by a validation metric: Orbax's `best_fn`
   with `max_to_keep` alone may delete the latest checkpoint, so both policies are combined explicitly. "Best"
@@ -39,9 +38,8 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 from jtrain.errors import UserError
 
 CHECKSUMS_FILE = "jtrain_checksums.json"
-# The data position of a single-process run: Orbax's JSON item, written in the background with the state. Grain's
-# handler writes its file synchronously inside save(), which cost the loop ~14 ms a save (25 against 10.5 ms
-# blocked, the MLP's state); it stays for several processes, each of which has its own position.
+# The data position of a single-process run: Orbax's JSON item, written in the background with the state (grain's
+# handler writes its file inside save(), blocking the loop); several processes keep grain's, one file each.
 POSITION = "position"
 GRAIN_POSITION = "data"
 BEST_RANK = "best_rank"  # metric key that ranks checkpoints for keep_best retention

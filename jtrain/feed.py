@@ -1,8 +1,8 @@
 """Training batches copied to the device many at a time, then handed to the jitted calls from there.
 
-Copying a batch to the device has a fixed cost (about 70 us on CPU), and while a step is running the copy also
-waits for the step's compute threads: fed one batch per step, the Fashion-MNIST MLP ran at 0.87 of its speed
-on batches already on the device, and a tiny model (8 examples a batch) at 0.19. So the pipeline stacks T
+Copying a batch to the device has a fixed cost, and while a step is running the copy also waits for the step's
+compute threads: fed one batch per step, small models ran well below their speed on batches already on the
+device (BENCHMARKS.md). So the pipeline stacks T
 consecutive batches into one element (T, B, ...) and the loop copies each element once. With k steps per call
 (train.steps_per_call), each scanned call slices its k batches out of the chunk itself, and so does a call of
 one step on small batches (up to 32 KB). A call of one step on larger batches instead takes the NEXT call's
@@ -28,15 +28,14 @@ import numpy as np
 from jax.sharding import Sharding
 
 AUTO_BATCHES = 32
-# A transfer has a fixed cost (~0.5 ms on CPU: the pipeline's next element and the copy's launch), 15 us a step
-# in 32 batches of a tiny model whose step is 50 us. Small batches therefore travel in larger stacks, up to 1 MB.
+# A transfer has a fixed cost (the pipeline's next element and the copy's launch) that is large beside a tiny
+# model's step, even shared by 32 batches. Small batches therefore travel in larger stacks, up to AUTO_MIN_BYTES.
 AUTO_MIN_BYTES = 1 << 20
 AUTO_MAX_BATCHES = 1024
 AUTO_MAX_BYTES = 64 << 20  # a transfer's bytes; device memory the chunk holds besides the state
-# One step per call on batches up to this size slices its batch out of the chunk itself. Measured per call on
-# CPU (BENCHMARKS.md): the tiny model's (2 KB batches) ran at 22.3k steps/s so against 19.6k with the batch
-# taken by the call before, the digits CNN's (8 KB) alike either way, and the Fashion-MNIST MLP's 4.5% (50 KB
-# batches) to 11% (400 KB) slower so: its matmuls run faster on an array the call did not slice or convert.
+# One step per call on batches up to this size slices its batch out of the chunk itself (faster for tiny models);
+# larger batches are taken by the call before, since matmuls run faster on an array the call did not slice or
+# convert (BENCHMARKS.md, "the loop's per-step path").
 TAKE_IN_CALL_MAX_BYTES = 32 << 10
 
 
@@ -77,10 +76,9 @@ class DeviceFeed:
         # or the step before took it.
         self.take_in_call = take_in_call and per_call == 1
         if per_call == 1:
-            # A separate small jitted call per step for the take doubled the dispatches: fused with the step, the
-            # tiny model's loop ran 1.14x and the CNN's step 1.08x faster (BENCHMARKS.md). For larger batches the
-            # take follows the step, whose matmuls then read a whole array: the Fashion-MNIST MLP's step ran
-            # 8-14% slower when the array they read was sliced or converted inside the same call.
+            # The take is fused into the step's call: a separate small jitted call would double the dispatches.
+            # For larger batches the take follows the step, whose matmuls then read a whole array rather than
+            # one sliced or converted inside the same call (slower on CPU).
             def take(chunk, index):  # (T, B, ...) per key, () -> (B, ...) per key
                 batch = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), chunk)
                 return jax.lax.with_sharding_constraint(finish(batch), batch_sharding)
@@ -94,8 +92,8 @@ class DeviceFeed:
                 lambda a, b: jnp.concatenate([a[start:], b[:count]]), old, new), static_argnums=(2, 3),
                 out_shardings=chunk_sharding)
         self._index_sharding = index_sharding
-        # Batch offset -> device int32 scalar. Made here, all at once: made as first needed (~40-80 us each), the
-        # 512 of a tiny model's stack halved its speed over the first stack (7.5k against 18k steps/s).
+        # Batch offset -> device int32 scalar. Made here, all at once: made as first needed, each costs far more
+        # than a tiny model's step, which slowed the first stack.
         self._indices: dict[int, jax.Array] = {}
         for offset in range(0, per_transfer, per_call):
             self._index(offset)
@@ -132,8 +130,8 @@ class DeviceFeed:
 
         def step_then_take(arrays, batch, chunk, index):
             arrays, metrics = step(arrays, batch)
-            # The take waits for the step: left free to run beside the step's matmuls, it cost the Fashion-MNIST
-            # MLP ~2% at batch 1024 (medians of alternating runs; the same or better at 128 and on the tiny model).
+            # The take waits for the step: left free to run beside the step's matmuls, it competes with them
+            # for the CPU's threads.
             arrays, metrics, chunk = jax.lax.optimization_barrier((arrays, metrics, chunk))
             return arrays, metrics, self._take_in(chunk, index)
 

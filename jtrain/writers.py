@@ -75,12 +75,11 @@ class MetricWriter:
         _wait_for_a_later_second_than(tb_dir)
         # The writer's thread writes the first event at once and then flushes at most every
         # TENSORBOARD_FLUSH_SECS (its default is 2 minutes, too late for a live TensorBoard, which polls every few
-        # seconds). A flush at every write, from the loop, cost a tiny model (a log every few ms) 3% of its speed.
+        # seconds); a flush at every write would put the file I/O on the loop's thread.
         self._events = EventFileWriter(tb_dir, flush_secs=TENSORBOARD_FLUSH_SECS)
         # Records wait here and reach the writer's thread together, at most every TENSORBOARD_FLUSH_SECS: that
-        # thread's Python work (a pure-Python CRC per record) woken at every log held the interpreter lock
-        # against the loop, and with the event built at once this cost a tiny model (a log every ~3 ms) 10%
-        # of its speed.
+        # thread's pure-Python work (a CRC per record), woken at every log, holds the interpreter lock against
+        # the loop.
         self._waiting: list[tuple[float, int, list[tuple[str, float]]]] = []  # (wall time, step, (tag, value))
         self._hand_off_at = 0.0
 

@@ -51,7 +51,7 @@ class CharTokenizer(Tokenizer):
     def __init__(self, chars: str):
         self.chars = chars
         self.vocab_size = len(chars) + 1
-        # Characters live in a code-point lookup table: encoding 5 MB is one NumPy gather.
+        # Characters live in a code-point lookup table: encoding a whole corpus is one NumPy gather.
         self._lookup = np.full(max(map(ord, chars), default=0) + 1, -1, np.int32)
         self._lookup[[ord(c) for c in chars]] = np.arange(1, len(chars) + 1, dtype=np.int32)
         self.token_chars = np.ones((self.vocab_size,), np.int64)

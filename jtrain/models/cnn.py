@@ -17,8 +17,8 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     """2x2 max-pooling, stride 2, SAME padding: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), C).
 
     The same values as `nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")`, computed as a reshape and a
-    max: its gradient is a compare and a select, where max_pool's is XLA's select-and-scatter, 1.4-1.55x slower
-    for the whole CNN step on CPU (BENCHMARKS.md). Gradients differ only at ties inside a window (shared rather
+    max: its gradient is a compare and a select, where max_pool's is XLA's select-and-scatter, much slower on CPU
+    (BENCHMARKS.md). Gradients differ only at ties inside a window (shared rather
     than given to the first element); after ReLU the only ties are zeros, whose gradient ReLU drops anyway."""
     b, h, w, c = x.shape
     if h % 2 or w % 2:  # SAME padding adds the missing row / column at the end; -inf never wins a max

@@ -234,8 +234,8 @@ class Decoder(nn.Module):
 
         x = _layer_norm(self.dtype, "ln_final")(x)
         # By default the head computes in float32 so the loss sees full-precision logits. In bfloat16 it runs at the
-        # matrix units' full rate (on an H100 a float32 head is ~7% of a 1.3B model's step), and the logits are
-        # cast to float32 for the loss.
+        # matrix units' full rate (a float32 head is a visible part of a large model's step on GPUs), and the
+        # logits are cast to float32 for the loss.
         head_dtype = jnp.float32 if self.head_float32 else self.dtype
         logits = nn.Dense(self.vocab_size, dtype=head_dtype, name="head", kernel_init=_init(0.02, ("embed", "vocab")),
                           bias_init=_zeros(("vocab",)))(x).astype(jnp.float32)  # (B, T, V)
