@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
 import os
@@ -91,7 +92,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.huber_delta = 1.0  # huber: quadratic for errors below delta, linear above
     c.loss.l1 = 0.0  # adds l1 * sum(|w|) over kernels (parameters with ndim > 1) to the training loss
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
-    c.loss.dpo_beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
+
+    c.method = ml_collections.ConfigDict()  # how the model learns (jtrain/methods); a user method's own fields go here too
+    c.method.name = "supervised"  # supervised (the loss of outputs vs targets), dpo (preference pairs), or "package.module:factory"
+    c.method.dpo = ml_collections.ConfigDict()
+    c.method.dpo.beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 0  # total optimizer steps; 0 = derive from train.epochs
@@ -194,7 +199,11 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
 def config_from_json(text: str) -> ml_collections.ConfigDict:
     """Rebuilds a resolved config (e.g. a workdir's config.json) over the defaults."""
     config = default_config()
-    _assign_tree(config, json.loads(text), prefix="")
+    tree = json.loads(text)
+    method = tree.get("method", {}).get("name")
+    if method:  # first: a user method's own fields are known once it is named
+        set_value(config, "method.name", method)
+    _assign_tree(config, tree, prefix="")
     validate(config)
     return config
 
@@ -218,7 +227,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     """Sets a dotted key, with the default's type; errors name the key and the closest valid one."""
-    flat = flatten(default_config())
+    flat = _defaults(config)
     if key not in flat:
         raise ConfigError(f"unknown config key {key!r}{_suggest(key, flat)}")
     expected = flat[key]
@@ -229,6 +238,33 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         node = node[p]
     with node.unlocked():
         node[leaf] = value
+    if key == "method.name":  # a user method's own fields, at their defaults until set
+        with config.method.unlocked():
+            for field, default in method_fields(value).items():
+                if field not in config.method:
+                    config.method[field] = default
+
+
+def method_fields(name: str) -> dict[str, Any]:
+    """The fields a "package.module:factory" training method declares, as `method.<field>` defaults: the
+    factory's `config` attribute (a dict or ConfigDict). A factory that does not import declares none here;
+    building the run reports it (jtrain/methods)."""
+    if ":" not in name:
+        return {}
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return {}
+    fields = getattr(factory, "config", None) or {}
+    return dict(fields.to_dict() if isinstance(fields, ml_collections.ConfigDict) else fields)
+
+
+def _defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Every valid key with its default: the fixed tree, plus the fields of the config's method."""
+    flat = flatten(default_config())
+    flat.update({f"method.{k}": v for k, v in method_fields(config.method.name).items()})
+    return flat
 
 
 def _parse_value(raw: str) -> Any:
@@ -273,7 +309,7 @@ def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, An
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Every key known, every value of the default's type, values within range."""
-    flat, defaults = flatten(config), flatten(default_config())
+    flat, defaults = flatten(config), _defaults(config)
     for key, value in flat.items():
         if key not in defaults:
             raise ConfigError(f"unknown config key {key!r}{_suggest(key, defaults)}")
@@ -316,7 +352,8 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.eval.top_k >= 0, "eval.top_k", "must be >= 0")
     need(c.loss.l1 >= 0 and c.loss.l2 >= 0, "loss.l1" if c.loss.l1 < 0 else "loss.l2", "must be >= 0")
     need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
-    need(c.loss.dpo_beta > 0, "loss.dpo_beta", f"must be > 0, got {c.loss.dpo_beta}")
+    need(c.loss.name != "dpo", "loss.name", "dpo is a training method: use method.name=dpo (and method.dpo.beta)")
+    need(c.method.dpo.beta > 0, "method.dpo.beta", f"must be > 0, got {c.method.dpo.beta}")
     need(c.data.eval_examples >= 0, "data.eval_examples", "must be >= 0")
     need(c.data.jsonl.train or not (c.data.jsonl.val or c.data.jsonl.test),
          "data.jsonl.val" if c.data.jsonl.val else "data.jsonl.test", "held-out JSONL needs data.jsonl.train too")
