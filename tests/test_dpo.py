@@ -150,7 +150,8 @@ def test_short_dpo_run_from_a_pretrained_decoder_raises_heldout_preference_accur
     # Pretraining: language modelling of prompt + response strings over the whole alphabet (no preference).
     lm_loss, task = losses.build(ml_collections.ConfigDict({"name": "masked_sequence_cross_entropy",
                                                            "label_smoothing": 0.0, "task": ""}))
-    lm_step = jax.jit(make_train_step(model, tx, supervised.method(lm_loss, task), optax.constant_schedule(3e-3)))
+    lm_method = supervised.method(lm_loss, task)
+    lm_step = jax.jit(make_train_step(model, tx, lm_method, optax.constant_schedule(3e-3)))
     state = init_state(model, tx, jax.random.key(0), jnp.zeros((1, T), jnp.int32))
     for _ in range(30):
         prompts, responses = _strings(rng, 32, LETTERS), _strings(rng, 32, LETTERS)
