@@ -192,6 +192,7 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
     except (AttributeError, KeyError, TypeError) as e:
         # A locked ConfigDict rejects unknown keys and wrong types right at the assignment.
         raise ConfigError(f"{path}: {_one_line(e)}") from e
+    add_method_fields(config)  # an experiment may name a user's method directly
     validate(config)
     return config
 
@@ -238,11 +239,16 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
         node = node[p]
     with node.unlocked():
         node[leaf] = value
-    if key == "method.name":  # a user method's own fields, at their defaults until set
-        with config.method.unlocked():
-            for field, default in method_fields(value).items():
-                if field not in config.method:
-                    config.method[field] = default
+    if key == "method.name":
+        add_method_fields(config)
+
+
+def add_method_fields(config: ml_collections.ConfigDict) -> None:
+    """Adds the fields `method.name`'s method declares (`method_fields`) that the config lacks, at their defaults."""
+    with config.method.unlocked():
+        for field, default in method_fields(config.method.name).items():
+            if field not in config.method:
+                config.method[field] = default
 
 
 def method_fields(name: str) -> dict[str, Any]:

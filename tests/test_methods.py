@@ -10,7 +10,7 @@ import pytest
 
 from _cli import SMOKE_OVERRIDES, run_jtrain
 from jtrain import methods
-from jtrain.config import apply_overrides, config_from_json, default_config, to_json
+from jtrain.config import apply_overrides, config_from_json, default_config, load_experiment, to_json
 from jtrain.errors import ConfigError
 
 TOY = "tests.toy_method:factory"
@@ -49,6 +49,16 @@ def test_a_user_method_declares_config_fields():
     assert config_from_json(to_json(config)).method.logit_weight == 0.5  # what `jtrain eval` rebuilds
     with pytest.raises(ConfigError, match="unknown config key 'method.logit_weight'"):
         apply_overrides(default_config(), ["method.logit_weight=0.5"])  # only the toy method has it
+
+
+def test_an_experiment_may_name_a_user_method(tmp_path):
+    path = tmp_path / "toy_experiment.py"
+    path.write_text("from jtrain.config import default_config\n\n\ndef get_config():\n"
+                    f"    c = default_config()\n    c.method.name = {TOY!r}\n    return c\n")
+    config = load_experiment(str(path))
+    assert config.method.logit_weight == 0.01  # the factory's default, settable by --config.method.logit_weight
+    apply_overrides(config, ["method.logit_weight=0.2"])
+    assert config.method.logit_weight == 0.2
 
 
 def test_toy_method_from_outside_trains_through_the_cli_and_evaluates(digits_data_dir, tmp_path):
