@@ -1,7 +1,7 @@
 """Build every piece of a run from its config, each from its own section, in one place.
 
-`build(config)` returns a `Run`: mesh, data, model, training method, optimizer and schedule, the jitted init / train /
-eval functions and the shardings of the state. `jtrain.train` and `jtrain.evaluate` both start here, so a
+`build(config)` returns a `Run`: mesh, data, model, training method, optimizer and schedule, the jitted init /
+train / eval functions and the shardings of the state. `jtrain.train` and `jtrain.evaluate` both start here, so a
 workdir's config rebuilds exactly the run that wrote it.
 """
 
