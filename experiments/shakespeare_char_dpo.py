@@ -7,7 +7,7 @@ r"""Preference tuning (DPO) of the Shakespeare char GPT: prefer the true next li
 
 Pairs (builtin `shakespeare_pref`, jtrain/data/preference.py): prompt = a line of a speech, chosen = the next
 line, rejected = a line of about the same length from another play of the same split. The pretrained weights are
-both the starting policy and the frozen reference (jtrain/dpo.py). Training logs the reward margin and reward
+both the starting policy and the frozen reference (jtrain/methods/dpo.py). Training logs the reward margin and reward
 accuracy; evaluation on the validation plays' pairs adds preference_accuracy, the fraction of held-out pairs
 whose true continuation the model finds more likely than the impostor - compare it with step 0's (the
 pretrained model's) to see what tuning added.
@@ -38,8 +38,8 @@ def get_config():
 
     c.model = load_experiment(PRETRAINING).model  # the model of the checkpoint this starts from
 
-    c.loss.name = "dpo"
-    c.loss.dpo_beta = 0.1
+    c.method.name = "dpo"
+    c.method.dpo.beta = 0.1
 
     c.optim.learning_rate = 3e-4  # better than 1e-4 over 150 steps (held-out preference 61.2% vs 58.3%)
     c.optim.weight_decay = 0.0

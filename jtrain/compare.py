@@ -7,7 +7,7 @@ import json
 import os
 
 from jtrain.errors import UserError
-from jtrain.metrics import SCALAR_KEYS
+from jtrain.metrics import SCALAR_KEYS, scalars
 
 
 def compare(workdirs: list[str], split: str = "test") -> dict:
@@ -15,7 +15,9 @@ def compare(workdirs: list[str], split: str = "test") -> dict:
     if len(workdirs) < 2:
         raise UserError("compare: give at least two workdirs")
     runs = [_metrics(w, split) for w in workdirs]
-    shared = [k for k in SCALAR_KEYS if all(k in r for r in runs)]
+    # Training speed is no metric of a split, but the train split's summary holds it beside the method's own.
+    keys = SCALAR_KEYS if split == "train" else scalars(runs[0])
+    shared = [k for k in keys if all(k in r for r in runs)]
     if not shared:
         raise UserError(f"compare: the runs share no {split} metric")
     runs = [{"workdir": w, "step": r["step"], **{k: r[k] for k in shared}} for w, r in zip(workdirs, runs)]

@@ -1,7 +1,7 @@
 """Build every piece of a run from its config, each from its own section, in one place.
 
-`build(config)` returns a `Run`: mesh, data, model, loss, optimizer and schedule, the jitted init / train /
-eval functions and the shardings of the state. `jtrain.train` and `jtrain.evaluate` both start here, so a
+`build(config)` returns a `Run`: mesh, data, model, training method, optimizer and schedule, the jitted init /
+train / eval functions and the shardings of the state. `jtrain.train` and `jtrain.evaluate` both start here, so a
 workdir's config rebuilds exactly the run that wrote it.
 """
 
@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from jtrain import data as data_lib
-from jtrain import dpo, losses, microbatch, models, optim
+from jtrain import losses, methods, microbatch, models, optim
 from jtrain import mesh as mesh_lib
 from jtrain import sharding
 from jtrain.config import validate
@@ -35,7 +35,8 @@ class Run:
     mesh: Mesh
     data: data_lib.Data
     model: Any
-    task: str  # classification, binary, regression or sequence (jtrain/losses.py): picks the metrics
+    method: methods.Method  # the way of training: loss, extra state, metrics (jtrain/methods)
+    task: str  # the supervised loss's task (jtrain/losses.py), "" for other methods
     total_steps: int
     schedule: optax.Schedule
     state_shardings: Any  # pytree of NamedSharding, same structure as TrainState
@@ -50,8 +51,8 @@ class Run:
     metric_names: list[str]  # the M columns of train_call's packed metrics, known once it has been traced
     params_finite: Callable  # jitted state -> () bool, checked before a save (jtrain/step.py apply_update)
     eval_step: Callable  # jitted (state, batch) -> sums
-    # Applied once to the state training starts from (scratch or init.pretrained, not a resume): DPO freezes
-    # those params as its reference (jtrain/dpo.py); every other run starts from the state as it is.
+    # Applied once to the state training starts from (scratch or init.pretrained, not a resume): the method's
+    # Method.begin (DPO freezes those params as its reference); most start from the state as it is.
     begin: Callable[[TrainState], TrainState] = lambda state: state
 
     def put_batch(self, local_batch: dict, stacked: bool = False) -> dict:
@@ -139,10 +140,9 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     mesh_lib.check_batch(config.data.batch_size, mesh, "data.batch_size")
     mesh_lib.check_batch(config.data.eval_batch_size or config.data.batch_size, mesh, "data.eval_batch_size")
     data = data_lib.load(config.data) if data is None else data
-    loss_fn, task = losses.build(config.loss)
-    losses.check_data(task, config.loss.name, data.spec.target_dtype, data.spec.num_classes, data.spec.name)
-    dpo.check_data(task, config.loss.name, data.spec.examples, data.spec.name)
-    model = models.build(config.model, losses.output_width(task, data.spec.num_classes))
+    method = methods.build(config)
+    method.check_data(data.spec)
+    model = models.build(config.model, method.output_width(data.spec))
     steps = total_steps(config, data.num_train)
     # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.
     tx, schedule = optim.build(config.optim, config.schedule, steps,
@@ -155,7 +155,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
 
     def init() -> TrainState:
         state = init_state(model, tx, rng, sample)
-        return dpo.with_reference(state) if task == "preference" else state  # DPO: + the frozen reference
+        return method.init_state(state) if method.init_state else state  # e.g. DPO's frozen reference
 
     abstract_state = jax.eval_shape(init)
     shardings = mesh_lib.state_shardings(abstract_state, mesh, config.mesh, sharding.logical_axes(model, sample))
@@ -164,12 +164,8 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     rules = sharding.parse_rules(config.mesh.rules)  # the steps pin activations by the same rules (sharding.constrain)
     step_options = dict(penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps,
                         grad_norm=config.train.log_grad_norm)
-    if task == "preference":  # DPO: the policy against a frozen reference on (chosen, rejected) pairs (jtrain/dpo.py)
-        step_fn = dpo.make_train_step(model, tx, loss_fn, schedule, config.train.on_nonfinite, **step_options)
-        eval_fn = dpo.make_eval_step(model, loss_fn)
-    else:
-        step_fn = make_train_step(model, tx, loss_fn, task, schedule, config.train.on_nonfinite, **step_options)
-        eval_fn = make_eval_step(model, loss_fn, task, config.eval.top_k)
+    step_fn = make_train_step(model, tx, method, schedule, config.train.on_nonfinite, **step_options)
+    eval_fn = make_eval_step(model, method)
     train_step = sharding.pinned(step_fn, mesh, rules)
     jit_step = jax.jit(train_step, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
                        donate_argnums=0)
@@ -192,7 +188,8 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         mesh=mesh,
         data=data,
         model=model,
-        task=task,
+        method=method,
+        task=method.task,
         total_steps=steps,
         schedule=schedule,
         state_shardings=shardings,
@@ -205,6 +202,6 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         params_finite=jax.jit(lambda state: all_finite(state.params), in_shardings=(shardings,), out_shardings=replicated),
         eval_step=jax.jit(sharding.pinned(eval_fn, mesh, rules), in_shardings=(shardings, batch_sharding),
                           out_shardings=replicated),
-        begin=(jax.jit(dpo.reset_reference, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
-               if task == "preference" else lambda state: state),
+        begin=(jax.jit(method.begin, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=0)
+               if method.begin else lambda state: state),
     )

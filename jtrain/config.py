@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
 import os
@@ -74,7 +75,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.huber_delta = 1.0  # huber: quadratic for errors below delta, linear above
     c.loss.l1 = 0.0  # adds l1 * sum(|w|) over kernels (parameters with ndim > 1) to the training loss
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
-    c.loss.dpo_beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
+
+    c.method = ml_collections.ConfigDict()  # how the model learns (jtrain/methods); a user method's own fields go here too
+    c.method.name = "supervised"  # supervised (the loss of outputs vs targets), dpo (preference pairs), or "package.module:factory"
+    c.method.dpo = ml_collections.ConfigDict()
+    c.method.dpo.beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 0  # total optimizer steps; 0 = derive from train.epochs
@@ -170,6 +175,7 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
     except (AttributeError, KeyError, TypeError) as e:
         # A locked ConfigDict rejects unknown keys and wrong types right at the assignment.
         raise ConfigError(f"{path}: {_one_line(e)}") from e
+    add_method_fields(config)  # an experiment may name a user's method directly
     validate(config)
     return config
 
@@ -178,8 +184,9 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
     """Rebuilds a resolved config (e.g. a workdir's config.json) over the defaults."""
     config = default_config()
     tree = json.loads(text)
-    if isinstance(tree.get("model"), dict) and "name" in tree["model"]:  # first: it decides the model's own fields
-        set_value(config, "model.name", tree["model"]["name"])
+    for section in ("model", "method"):  # first: a user's model or method declares fields of its own
+        if isinstance(tree.get(section), dict) and "name" in tree[section]:
+            set_value(config, f"{section}.name", tree[section]["name"])
     _assign_tree(config, tree, prefix="")
     validate(config)
     return config
@@ -225,9 +232,11 @@ def _unknown_key(config: ml_collections.ConfigDict, key: str, valid: dict[str, A
 
 
 def _known(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Every valid dotted key of `config` with its default: the defaults plus its user model's own fields."""
+    """Every valid dotted key of `config` with its default: the defaults plus its user model's and user
+    method's own fields."""
     flat = flatten(default_config())
     flat.update({f"model.{k}": v for k, v in _model_fields(config.model.name).items()})
+    flat.update({f"method.{k}": v for k, v in method_fields(config.method.name).items()})
     return flat
 
 
@@ -254,6 +263,33 @@ def set_value(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
             for field, default in _model_fields(value).items():
                 if field not in node:
                     node[field] = default
+    if key == "method.name":
+        add_method_fields(config)
+
+
+def add_method_fields(config: ml_collections.ConfigDict) -> None:
+    """Adds the fields `method.name`'s method declares (`method_fields`) that the config lacks, at their defaults."""
+    with config.method.unlocked():
+        for field, default in method_fields(config.method.name).items():
+            if field not in config.method:
+                config.method[field] = default
+
+
+def method_fields(name: str) -> dict[str, Any]:
+    """The fields a "package.module:factory" training method declares, as `method.<field>` defaults: the
+    factory's `config` attribute (a dict or ConfigDict). A factory that does not import declares none here;
+    building the run reports it (jtrain/methods)."""
+    if ":" not in name:
+        return {}
+    module_name, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return {}
+    fields = getattr(factory, "config", None) or {}
+    return dict(fields.to_dict() if isinstance(fields, ml_collections.ConfigDict) else fields)
+
+
 
 
 def _parse_value(raw: str) -> Any:
@@ -341,7 +377,8 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.eval.top_k >= 0, "eval.top_k", "must be >= 0")
     need(c.loss.l1 >= 0 and c.loss.l2 >= 0, "loss.l1" if c.loss.l1 < 0 else "loss.l2", "must be >= 0")
     need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
-    need(c.loss.dpo_beta > 0, "loss.dpo_beta", f"must be > 0, got {c.loss.dpo_beta}")
+    need(c.loss.name != "dpo", "loss.name", "dpo is a training method: use method.name=dpo (and method.dpo.beta)")
+    need(c.method.dpo.beta > 0, "method.dpo.beta", f"must be > 0, got {c.method.dpo.beta}")
     need(c.data.eval_examples >= 0, "data.eval_examples", "must be >= 0")
     need(c.data.jsonl.train or not (c.data.jsonl.val or c.data.jsonl.test),
          "data.jsonl.val" if c.data.jsonl.val else "data.jsonl.test", "held-out JSONL needs data.jsonl.train too")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from jtrain import components, dpo, lm_metrics
+from jtrain import components
 from jtrain import data as data_lib
 from jtrain import metrics as metrics_lib
 from jtrain import workdir as workdir_lib
@@ -19,12 +19,7 @@ def evaluate_split(run: components.Run, state, role: str) -> dict:
         sums = run.eval_step(state, run.put_batch(local_batch))
         # On the host in float64: exact ROC (gathered scores) and R^2 (merged target deviations).
         totals = metrics_lib.accumulate(totals, sums)
-    report = metrics_lib.report(totals, run.data.spec.class_names, target_scale=run.data.target_std)
-    if run.task == "sequence":  # nats and bits per token and character, perplexity (jtrain/lm_metrics.py)
-        report.update(lm_metrics.split_report(run, totals, role))
-    if run.task == "preference":  # DPO: preference and reward accuracy, reward margin (jtrain/dpo.py)
-        report.update(dpo.report(totals))
-    return report
+    return run.method.report(totals, run.data, role)  # the training method's metrics (jtrain/methods)
 
 
 def evaluate(workdir: str, split: str = "test", step: int | None = None) -> dict:

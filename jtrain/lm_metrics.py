@@ -25,7 +25,7 @@ def report(sums: dict, target_chars: int | None = None) -> dict:
     return out
 
 
-def split_report(run, totals: dict, role: str) -> dict:
-    """The language-model metrics of an evaluated split of `run` (characters known for text datasets)."""
-    chars = getattr(run.data, "target_chars", {}).get(role)
+def split_report(data, totals: dict, role: str) -> dict:
+    """The language-model metrics of an evaluated split of a run's `data` (characters known for text datasets)."""
+    chars = getattr(data, "target_chars", {}).get(role)
     return report(totals, chars)

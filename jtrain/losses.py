@@ -1,13 +1,12 @@
 """Per-example losses `loss(outputs, targets) -> (B,)`, the task each implies, and the L1/L2 penalties.
 
-The step averages per-example losses over the batch (masked in evaluation) and adds the penalties in training.
-A loss's task picks the model's output width and the evaluation metrics:
+Supervised learning (jtrain/methods/supervised.py) averages per-example losses over the batch (masked in
+evaluation); the step adds the penalties in training. A loss's task picks the model's output width and the evaluation metrics:
 
     classification  (B, C) logits, int labels         accuracy, top-k, P/R/F1, confusion matrix
     binary          (B, 1) logit, labels 0/1           accuracy, P/R/F1, ROC curve and ROC-AUC
     regression      (B, K) values, float targets       MSE, MAE, R^2
-    sequence        (B, T, V) logits, (B, T) tokens    loss only
-    preference      DPO on (B, 2, T) pairs              preference and reward accuracy (jtrain/dpo.py)
+    sequence        (B, T, V) logits, (B, T) tokens    loss, bits per token / character, perplexity
 
 A user-supplied loss is named "package.module:function" in `loss.name`: a function `(outputs, targets) -> (B,)`
 whose task is `loss.task`, or else the function's `task` attribute.
@@ -27,7 +26,7 @@ import optax
 from jtrain.errors import ConfigError
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
-TASKS = ("classification", "binary", "regression", "sequence", "preference")
+TASKS = ("classification", "binary", "regression", "sequence")
 
 
 def softmax_cross_entropy(label_smoothing: float = 0.0) -> LossFn:
@@ -106,14 +105,7 @@ LOSSES = {
     "mae": (lambda c: mean_absolute_error(), "regression"),
     "huber": (lambda c: huber(c.huber_delta), "regression"),
     "masked_sequence_cross_entropy": (lambda c: masked_sequence_cross_entropy(c.label_smoothing), "sequence"),
-    "dpo": (lambda c: _dpo(c.dpo_beta), "preference"),
 }
-
-
-def _dpo(beta: float):
-    from jtrain import dpo  # DPO's loss lives with its step (jtrain/dpo.py), which imports this module
-
-    return dpo.dpo_loss(beta)
 
 
 def build(config: ml_collections.ConfigDict) -> tuple[LossFn, str]:
@@ -145,7 +137,7 @@ def _user_loss(config: ml_collections.ConfigDict) -> tuple[LossFn, str]:
 def output_width(task: str, num_classes: int) -> int:
     """The model's output width for a task: one logit per class (per vocabulary token for sequences), one for
     binary, one per regression target."""
-    return num_classes if task in ("classification", "sequence", "preference") else 1
+    return num_classes if task in ("classification", "sequence") else 1
 
 
 def token_mean(per_sequence: jax.Array, mask: jax.Array) -> jax.Array:

@@ -238,12 +238,18 @@ def regression_report(sums: dict, count: float, target_scale=None) -> dict:
     return {"mse": float(mse.mean()), "mae": float(mae.mean()), "r2": float(r2.mean())}
 
 
+# The supervised metrics, in the order logs and tables show them; a method's own come after them.
 SCALAR_KEYS = ("loss", "bits_per_char", "bits_per_token", "perplexity", "accuracy", "top_k_accuracy", "precision",
                "recall", "f1", "roc_auc", "precision_macro",
-               "recall_macro", "f1_macro", "f1_weighted", "mse", "mae", "r2",
-               "preference_accuracy", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward")
+               "recall_macro", "f1_macro", "f1_weighted", "mse", "mae", "r2")
 
 
 def scalars(report_: dict) -> dict[str, float]:
-    """The scalar part of a report, for logs and summaries."""
-    return {k: report_[k] for k in SCALAR_KEYS if k in report_}
+    """The scalar metrics of an evaluation report (its float entries; counts such as num_examples are ints), for
+    logs and summaries: `SCALAR_KEYS` first, then those of the training method (jtrain/methods) in its order."""
+    known = {k: report_[k] for k in SCALAR_KEYS if k in report_}
+    return {**known, **{k: v for k, v in report_.items() if k not in known and _is_float(v)}}
+
+
+def _is_float(value) -> bool:
+    return isinstance(value, (float, np.floating))

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jtrain import components, config as config_lib, data as data_lib
+from jtrain import components, config as config_lib, data as data_lib, methods
 from jtrain import mesh as mesh_lib
 from jtrain import models
 from jtrain import sharding
@@ -107,15 +107,16 @@ def batch_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
         vocab, length = tokens(config)
         return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab, input_shape=(length,),
                            input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0,
-                           examples="preference" if config.loss.name == "dpo" else "")
+                           examples=methods.build(config).examples)  # the training method's batches
     return data_lib.get_spec(config.data.name)
 
 
-def abstract_batch(config: ml_collections.ConfigDict, spec: DatasetSpec, mesh) -> dict:
-    """The global training batch as shapes, split over the batch axes like `Run.put_batch`."""
+def abstract_batch(config: ml_collections.ConfigDict, spec: DatasetSpec, mesh, layout: tuple[int, ...] = ()) -> dict:
+    """The global training batch as shapes, split over the batch axes like `Run.put_batch`; `layout` is the
+    training method's (Method.layout), e.g. (2,) for DPO's pairs."""
     b, sh = config.data.batch_size, mesh_lib.batch_sharding(mesh)
     if spec.name == "tokens":  # next-token prediction, as jtrain/data/text.py batches it: (B, T) each
-        rows = (b, 2, *spec.input_shape) if spec.examples == "preference" else (b, *spec.input_shape)  # DPO pairs
+        rows = (b, *layout, *spec.input_shape)  # (B, T), or (B, 2, T) for pairs
         return {"inputs": jax.ShapeDtypeStruct(rows, jnp.int32, sharding=sh),
                 "targets": jax.ShapeDtypeStruct(rows, jnp.int32, sharding=sh),
                 "mask": jax.ShapeDtypeStruct(rows, jnp.float32, sharding=sh)}
@@ -148,7 +149,7 @@ def plan(config: ml_collections.ConfigDict, devices: int = 0, topology: str = ""
         "device_kind": target[0].device_kind,
         "mesh": dict(run.mesh.shape),
         "parameters": count_params(run.abstract_state.params),
-        "batch": {k: list(v.shape) for k, v in abstract_batch(config, spec, run.mesh).items()},
+        "batch": {k: list(v.shape) for k, v in abstract_batch(config, spec, run.mesh, run.method.layout).items()},
         "state_bytes_per_device": sharding.per_device_bytes(run.abstract_state, run.state_shardings),
         "sharding": sharding.report(run.abstract_state, run.state_shardings),
     }
@@ -180,7 +181,7 @@ def _build(config: ml_collections.ConfigDict, spec: DatasetSpec, devices) -> com
 def _lower(run: components.Run, config: ml_collections.ConfigDict, spec: DatasetSpec):
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), run.abstract_state,
                          run.state_shardings)
-    return run.train_step.lower(state, abstract_batch(config, spec, run.mesh))
+    return run.train_step.lower(state, abstract_batch(config, spec, run.mesh, run.method.layout))
 
 
 def _analyses(compiled) -> dict:

@@ -1,7 +1,8 @@
-"""The pure steps. `train_step(state, batch) -> (state, metrics)`, `eval_step(state, batch) -> sums`.
+"""The one step skeleton every training method goes through, and the eval step.
 
-Model, optimizer and loss are closed over (never static positional args), so `jax.jit` sees only arrays.
-The loop jits them with donated state and explicit shardings (jtrain/train.py).
+`train_step(state, batch) -> (state, metrics)`, `eval_step(state, batch) -> sums`. Model, optimizer and method
+(jtrain/methods) are closed over (never static positional args), so `jax.jit` sees only arrays. The loop jits
+them with donated state and explicit shardings (jtrain/components.py).
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jtrain import metrics as metrics_lib
 from jtrain import microbatch
-from jtrain.losses import LossFn, token_mean
+from jtrain.methods.base import Batch, Method
 from jtrain.state import TrainState
 
-Batch = dict[str, jax.Array]
 
-
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, task: str,
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, method: Method,
                     schedule: optax.Schedule, on_nonfinite: str = "halt", *, penalty: Callable | None = None,
                     accumulate_steps: int = 1, grad_norm: bool = False
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """`on_nonfinite="skip"` drops an update whose loss or gradients are not finite (the step still counts,
-    so data order and dropout keys stay aligned); "halt" applies it and the loop stops at the next check.
+    """The dropout key of the step, the gradient of `method.loss` (over micro-batches), the penalty, then
+    `apply_update`. `on_nonfinite="skip"` drops an update whose loss or gradients are not finite (the step still
+    counts, so data order and dropout keys stay aligned); "halt" applies it and the loop stops at the next check.
     `penalty(params)` (L1/L2, jtrain/losses.py) is added to the objective; the logged `loss` stays the data loss.
     `accumulate_steps` > 1 averages gradients over that many micro-batches (jtrain/microbatch.py).
     `grad_norm` adds the global gradient norm to the metrics (train.log_grad_norm)."""
@@ -37,20 +36,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
         mutable = list(state.model_state)
 
         def loss_of(params, batch, model_state, dropout_rng):  # batch: the step's batch or one micro-batch of it
-            variables = {"params": params, **model_state}
-            outputs, new_model_state = model.apply(
-                variables, batch["inputs"], train=True, rngs={"dropout": dropout_rng}, mutable=mutable,
-                **_packing(batch))  # outputs (B, num_outputs)
-            if task == "sequence":  # the mean over real tokens: the mask drops padding (and SFT prompts)
-                loss = token_mean(loss_fn(outputs, batch["targets"], batch["mask"]), batch["mask"])
-            else:
-                loss = loss_fn(outputs, batch["targets"]).mean()
+            loss, aux, new_model_state = method.loss(model, state, params, batch, model_state, dropout_rng, mutable)
             objective = loss + penalty(params) if penalty is not None else loss
-            return objective, (loss, outputs, dict(new_model_state))
+            return objective, (loss, aux, dict(new_model_state))
 
-        (objective, (loss, outputs, new_model_state)), grads = microbatch.value_and_grad(
+        (objective, (loss, aux, new_model_state)), grads = microbatch.value_and_grad(
             loss_of, state.params, batch, state.model_state, dropout_rng, accumulate_steps)
-        metrics = metrics_lib.train_metrics(outputs, batch["targets"], loss, task)
+        metrics = method.train_metrics(aux, batch, loss)
         if penalty is not None:
             metrics["penalty"] = objective - loss
         return apply_update(state, grads, new_model_state, metrics, tx, schedule, on_nonfinite, grad_norm)
@@ -60,8 +52,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
 
 def apply_update(state: TrainState, grads, new_model_state, metrics: dict, tx: optax.GradientTransformation,
                  schedule: optax.Schedule, on_nonfinite: str, grad_norm: bool = False) -> tuple[TrainState, dict]:
-    """The end of every train step (this module's and DPO's, jtrain/dpo.py): the optimizer update, the learning
-    rate (and with `grad_norm` the gradient norm) in the metrics, and the non-finite flag.
+    """The end of every train step: the optimizer update, the learning rate (and with `grad_norm` the gradient
+    norm) in the metrics, and the non-finite flag.
 
     "skip" must know before updating whether the gradients are finite, so it reduces over them every step.
     "halt" flags a non-finite loss only: gradients that go non-finite under a finite loss make the parameters
@@ -93,21 +85,10 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
-def make_eval_step(model: nn.Module, loss_fn: LossFn, task: str, top_k: int = 0) -> Callable[[TrainState, Batch], dict]:
-    sums_fn = metrics_lib.sums_fn(task, top_k)  # the task picks the metrics
+def make_eval_step(model: nn.Module, method: Method) -> Callable[[TrainState, Batch], dict]:
+    """(state, batch) -> the method's sums of the batch (jtrain/metrics.py accumulates them over a split)."""
 
     def eval_step(state: TrainState, batch: Batch) -> dict:
-        variables = {"params": state.params, **state.model_state}
-        outputs = model.apply(variables, batch["inputs"], train=False, **_packing(batch))  # (B, num_outputs)
-        if task == "sequence" and batch["mask"].ndim == 2:  # (B, T) token mask: per-row means over real tokens
-            losses = loss_fn(outputs, batch["targets"], batch["mask"])  # (B,)
-        else:
-            losses = loss_fn(outputs, batch["targets"])  # (B,)
-        return sums_fn(outputs, batch["targets"], batch["mask"], losses)
+        return method.eval_sums(model, state, batch)
 
     return eval_step
-
-
-def _packing(batch: Batch) -> dict:
-    """Packed sequences (SFT, jtrain/data/sft.py) carry segment_ids for the decoder; other batches nothing."""
-    return {"segment_ids": batch["segment_ids"]} if "segment_ids" in batch else {}

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from jtrain.metrics import SCALAR_KEYS
-
-_ROW_KEYS = SCALAR_KEYS + ("num_examples",)
+from jtrain.metrics import SCALAR_KEYS, scalars
 
 
 def format_table(summary: dict) -> str:
     """One row per split, one column per scalar metric the splits report."""
     splits = [s for s in ("train", "val", "test") if summary.get(s)]
-    columns = [k for k in _ROW_KEYS if any(k in summary[s] for s in splits)]
+    # Evaluated splits also name a training method's own metrics (jtrain/methods).
+    method_keys = [k for s in splits if s != "train" for k in scalars(summary[s]) if k not in SCALAR_KEYS]
+    keys = [*SCALAR_KEYS, *dict.fromkeys(method_keys), "num_examples"]
+    columns = [k for k in keys if any(k in summary[s] for s in splits)]
     header = ["split", *columns]
     rows = [[s, *(_cell(summary[s].get(k)) for k in columns)] for s in splits]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

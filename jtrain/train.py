@@ -75,7 +75,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state, start, skipped = run.init(), 0, 0
         if config.init.pretrained:  # no checkpoint of the run's own yet: start from pretrained weights
             state = pretrained.into_state(config.init, state, log=is_main, report_dir=workdir if is_main else None)
-        state = run.begin(state)  # DPO: the starting params become its frozen reference
+        state = run.begin(state)  # the method's start, e.g. DPO's frozen reference from the starting params
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
         return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
@@ -193,7 +193,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 writer.write(done, "train", last_train)
                 progress.set_metrics(loss=last_train["loss"], ex_per_s=last_train["examples_per_sec"])
                 if not progress.enabled and is_main:
-                    progress.write(_log_line(done, total, "train", last_train))
+                    progress.write(_log_line(done, total, "train", last_train, run.method.log_keys))
 
             eval_now = eval_every and done % eval_every == 0 and done != total
             if eval_now and "val" in run.data.sources:
@@ -203,7 +203,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     val = metrics_lib.scalars(evaluate_split(run, state, "val"))
                 writer.write(done, "val", val)
                 if is_main:
-                    progress.write(_log_line(done, total, "val", val))
+                    progress.write(_log_line(done, total, "val", val, run.method.log_keys))
                 if best:
                     rank = best.rank(best.update(done, val))
                     with budget.track("checkpoint"):
@@ -311,11 +311,13 @@ def _mean_metrics(rows: np.ndarray, names: list[str]) -> dict:
     return out
 
 
-def _log_line(step: int, total: int, split: str, metrics: dict) -> str:
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in ("loss", "accuracy", "f1_macro", "mse",
-                                                                         "learning_rate", "examples_per_sec",
-                                                                         "bits_per_char", "tokens_per_sec", "mfu",
-                                                                         "reward_accuracy", "preference_accuracy"))
+_SPEED_KEYS = ("learning_rate", "examples_per_sec", "tokens_per_sec", "mfu")  # shown for every method
+
+
+def _log_line(step: int, total: int, split: str, metrics: dict, method_keys: tuple[str, ...]) -> str:
+    """The metrics of `method_keys` (Method.log_keys) and the speed, in the order the metrics come."""
+    keys = set(method_keys) | set(_SPEED_KEYS)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in keys)
     return f"step {step}/{total} {split}: {shown}"
 
 

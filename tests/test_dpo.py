@@ -4,6 +4,7 @@ pretrained decoder that raises held-out preference accuracy."""
 from __future__ import annotations
 
 import math
+import types
 
 import flax.linen as nn
 import jax
@@ -13,12 +14,13 @@ import numpy as np
 import optax
 import pytest
 
-from jtrain import dpo, losses
+from jtrain import config as config_lib, losses, methods
 from jtrain.data import preference, sft, tokenize
 from jtrain.errors import ConfigError
+from jtrain.methods import dpo, supervised
 from jtrain.models.decoder import Decoder
 from jtrain.state import init_state
-from jtrain.step import make_train_step
+from jtrain.step import make_eval_step, make_train_step
 
 TOKENIZER = tokenize.CharTokenizer("ab")  # ids: 0 = end of document, 1 = 'a', 2 = 'b'
 
@@ -73,18 +75,20 @@ def test_dpo_loss_of_a_toy_pair_equals_the_hand_computation():
     np.testing.assert_allclose(rewards[0], [chosen_reward, rejected_reward], rtol=1e-5)
     assert float(loss[0]) == pytest.approx(expected_loss, rel=1e-5)
 
-    # The same through the train step and the eval step, with the loss from the config's registry.
-    loss_fn, task = losses.build(ml_collections.ConfigDict({"name": "dpo", "dpo_beta": BETA, "task": ""}))
-    assert task == "preference"
+    # The same through the train step and the eval step, with the method from the config's registry.
+    config = config_lib.default_config()
+    config_lib.apply_overrides(config, ["method.name=dpo", f"method.dpo.beta={BETA}"])
+    method = methods.build(config)
+    assert method.examples == "preference"
     tx = optax.sgd(0.1)
     state = dpo.DPOState(step=jnp.zeros((), jnp.int32), params=POLICY, opt_state=tx.init(POLICY), model_state={},
                          rng=jax.random.key(0), ref_params=REFERENCE)
-    sums = jax.jit(dpo.make_eval_step(model, loss_fn))(state, batch)
+    sums = jax.jit(make_eval_step(model, method))(state, batch)
     report = dpo.report(jax.device_get(sums))
     assert float(sums["loss_sum"]) == pytest.approx(expected_loss, rel=1e-5)
     assert report["reward_margin"] == pytest.approx(margin, rel=1e-5)
     assert report["reward_accuracy"] == 1.0 and report["preference_accuracy"] == 1.0  # 0.25 > 0.06
-    new_state, metrics = jax.jit(dpo.make_train_step(model, tx, loss_fn, optax.constant_schedule(0.1)))(state, batch)
+    new_state, metrics = jax.jit(make_train_step(model, tx, method, optax.constant_schedule(0.1)))(state, batch)
     assert float(metrics["loss"]) == pytest.approx(expected_loss, rel=1e-5)
     assert float(metrics["reward_margin"]) == pytest.approx(margin, rel=1e-5)
     assert float(metrics["chosen_reward"]) == pytest.approx(chosen_reward, rel=1e-5)
@@ -98,20 +102,24 @@ def test_dpo_loss_of_a_toy_pair_equals_the_hand_computation():
 
 def test_padding_pairs_count_nothing_in_evaluation():
     batch = {k: jnp.concatenate([v, jnp.zeros_like(v)]) for k, v in _toy_batch().items()}  # + one padding pair
-    loss_fn = dpo.dpo_loss(BETA)
     state = dpo.DPOState(step=jnp.zeros((), jnp.int32), params=POLICY, opt_state=(), model_state={},
                          rng=jax.random.key(0), ref_params=REFERENCE)
-    sums = dpo.make_eval_step(Bigram(), loss_fn)(state, batch)
+    sums = make_eval_step(Bigram(), dpo.method(BETA))(state, batch)
     assert float(sums["count"]) == 1.0
     assert float(sums["loss_sum"]) == pytest.approx(math.log(1 + math.sqrt(0.75) / 1.25), rel=1e-5)
 
 
+def _spec(name: str, examples: str):
+    return types.SimpleNamespace(name=name, examples=examples, target_dtype="int32", num_classes=3)
+
+
 def test_dpo_needs_preference_pairs_and_pairs_need_dpo():
-    with pytest.raises(ConfigError, match="loss.name.*needs preference pairs"):
-        dpo.check_data("preference", "dpo", "sft", "shakespeare_sft")
-    with pytest.raises(ConfigError, match="loss.name=dpo"):
-        dpo.check_data("sequence", "masked_sequence_cross_entropy", "preference", "shakespeare_pref")
-    dpo.check_data("preference", "dpo", "preference", "shakespeare_pref")
+    lm = supervised.method(losses.masked_sequence_cross_entropy(), "sequence", loss_name="masked_sequence_cross_entropy")
+    with pytest.raises(ConfigError, match="method.name.*needs preference pairs"):
+        dpo.method(BETA).check_data(_spec("shakespeare_sft", "sft"))
+    with pytest.raises(ConfigError, match="method.name=dpo"):
+        lm.check_data(_spec("shakespeare_pref", "preference"))
+    dpo.method(BETA).check_data(_spec("shakespeare_pref", "preference"))
 
 
 # ---------------------------------------------------------------------------------------------- a short run
@@ -142,7 +150,8 @@ def test_short_dpo_run_from_a_pretrained_decoder_raises_heldout_preference_accur
     # Pretraining: language modelling of prompt + response strings over the whole alphabet (no preference).
     lm_loss, task = losses.build(ml_collections.ConfigDict({"name": "masked_sequence_cross_entropy",
                                                            "label_smoothing": 0.0, "task": ""}))
-    lm_step = jax.jit(make_train_step(model, tx, lm_loss, task, optax.constant_schedule(3e-3)))
+    lm_method = supervised.method(lm_loss, task)
+    lm_step = jax.jit(make_train_step(model, tx, lm_method, optax.constant_schedule(3e-3)))
     state = init_state(model, tx, jax.random.key(0), jnp.zeros((1, T), jnp.int32))
     for _ in range(30):
         prompts, responses = _strings(rng, 32, LETTERS), _strings(rng, 32, LETTERS)
@@ -152,9 +161,9 @@ def test_short_dpo_run_from_a_pretrained_decoder_raises_heldout_preference_accur
     # DPO from the pretrained params, which also become the frozen reference.
     dpo_state = dpo.with_reference(init_state(model, optax.adam(1e-3), jax.random.key(1), jnp.zeros((1, T), jnp.int32)))
     dpo_state = dpo.reset_reference(dpo_state.replace(params=state.params))
-    loss_fn = dpo.dpo_loss(0.1)
-    train_step = jax.jit(dpo.make_train_step(model, optax.adam(1e-3), loss_fn, optax.constant_schedule(1e-3)))
-    eval_step = jax.jit(dpo.make_eval_step(model, loss_fn))
+    method = dpo.method(0.1)
+    train_step = jax.jit(make_train_step(model, optax.adam(1e-3), method, optax.constant_schedule(1e-3)))
+    eval_step = jax.jit(make_eval_step(model, method))
     held_out = _pairs(np.random.default_rng(123), 256)
 
     def evaluate(s) -> dict:

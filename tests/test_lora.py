@@ -15,6 +15,7 @@ from jtrain.losses import softmax_cross_entropy
 from jtrain.models import bert
 from jtrain.policy import param_paths
 from jtrain.state import init_state
+from jtrain.methods import supervised
 from jtrain.step import make_train_step
 
 
@@ -46,7 +47,7 @@ def test_adapters_start_at_zero_and_train_alone_with_the_backbone_frozen(tmp_pat
     base_params = {k: v for k, v in state.params.items() if k != "lora"}
     np.testing.assert_array_equal(run_adapted(state.params), run_base(base_params))
 
-    step = jax.jit(make_train_step(model, tx, softmax_cross_entropy(), "classification", schedule))
+    step = jax.jit(make_train_step(model, tx, supervised.method(softmax_cross_entropy(), "classification"), schedule))
     trained = state
     for _ in range(3):
         trained, _ = step(trained, {"inputs": TOKENS, "targets": jnp.asarray([0, 2])})
@@ -89,7 +90,7 @@ def test_adapters_wrap_a_users_factory_model(name, targets, head):
     state = jax.jit(lambda: init_state(model, tx, jax.random.key(0), images))()
     assert f"lora/{targets}/a" in param_paths(state.params) and f"lora/{targets}/b" in param_paths(state.params)
 
-    step = jax.jit(make_train_step(model, tx, softmax_cross_entropy(), "classification", schedule))
+    step = jax.jit(make_train_step(model, tx, supervised.method(softmax_cross_entropy(), "classification"), schedule))
     trained = state
     for _ in range(3):
         trained, _ = step(trained, {"inputs": images, "targets": jnp.asarray([0, 2, 1, 0])})

@@ -17,6 +17,7 @@ from jtrain.data import sft, tokenize
 from jtrain.errors import DataError
 from jtrain.models.decoder import Decoder
 from jtrain.state import init_state
+from jtrain.methods import supervised
 from jtrain.step import make_train_step
 
 T = 24
@@ -60,7 +61,7 @@ def test_prompt_tokens_get_no_gradient():
     tx = optax.sgd(0.1)
     loss_fn, task = losses.build(ml_collections.ConfigDict({"name": "masked_sequence_cross_entropy",
                                                             "label_smoothing": 0.0, "task": ""}))
-    step = jax.jit(make_train_step(model, tx, loss_fn, task, optax.constant_schedule(0.1)))
+    step = jax.jit(make_train_step(model, tx, supervised.method(loss_fn, task), optax.constant_schedule(0.1)))
     state = init_state(model, tx, jax.random.key(0), jnp.zeros((1, T), jnp.int32))
     packed = sft.pack([sft.example_tokens(TOKENIZER, p, r) for p, r in PAIRS], T)
     scrambled = dict(packed, targets=np.where(packed["mask"] > 0, packed["targets"], 7).astype(np.int32))

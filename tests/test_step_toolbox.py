@@ -14,6 +14,7 @@ from jtrain import losses, microbatch, models
 from jtrain.config import default_config
 from jtrain.errors import ConfigError
 from jtrain.state import init_state
+from jtrain.methods import supervised
 from jtrain.step import make_eval_step, make_train_step
 
 NUM_CLASSES = 5
@@ -42,8 +43,8 @@ def _state(model, tx, seed=0):
 def _steps(model, tx, **kwargs):
     loss_fn = losses.softmax_cross_entropy()
     schedule = optax.constant_schedule(0.0)
-    train = jax.jit(make_train_step(model, tx, loss_fn, "classification", schedule, **kwargs))
-    evaluate = jax.jit(make_eval_step(model, loss_fn, "classification"))
+    train = jax.jit(make_train_step(model, tx, supervised.method(loss_fn, "classification"), schedule, **kwargs))
+    evaluate = jax.jit(make_eval_step(model, supervised.method(loss_fn, "classification")))
     return train, evaluate
 
 

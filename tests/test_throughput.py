@@ -12,6 +12,7 @@ import pytest
 
 from jtrain import config as config_lib, losses, models
 from jtrain.state import init_state
+from jtrain.methods import supervised
 from jtrain.step import make_train_step
 from jtrain.throughput import Throughput, device_peak_flops, measured_peak_flops
 
@@ -33,7 +34,7 @@ def _train_step_and_state(c):
     tx = optax.adamw(1e-3)
     loss_fn, task = losses.build(ml_collections.ConfigDict({"name": "masked_sequence_cross_entropy",
                                                             "label_smoothing": 0.0, "task": ""}))
-    step = make_train_step(model, tx, loss_fn, task, optax.constant_schedule(1e-3))
+    step = make_train_step(model, tx, supervised.method(loss_fn, task), optax.constant_schedule(1e-3))
     state = init_state(model, tx, jax.random.key(0), jnp.zeros((1, T), jnp.int32))
     return step, state
 

@@ -12,7 +12,7 @@ state beside the trained params (`DPOState.ref_params`): sharded like them (jtra
 annotation of the parameter its path ends with), saved in checkpoints so a resumed run keeps the same reference,
 and never updated - the optimizer sees only `params`.
 
-Config: `loss.name = "dpo"` (task "preference"), `loss.dpo_beta`; data: a preference dataset
+Config: `method.name = "dpo"`, `method.dpo.beta`; data: a preference dataset
 (jtrain/data/preference.py), batches {'inputs', 'targets', 'mask'} of shape (B, 2, T), [chosen, rejected].
 
 Logged in training: loss, reward_margin (mean r_chosen - r_rejected), reward_accuracy (fraction of pairs with
@@ -32,12 +32,12 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
+import ml_collections
 
-from jtrain import microbatch
+from jtrain import metrics as metrics_lib
 from jtrain.errors import ConfigError
+from jtrain.methods.base import Batch, Method
 from jtrain.state import TrainState
-from jtrain.step import Batch, apply_update
 
 # (policy, reference) summed response log-probs, each (B, 2) [chosen, rejected] -> (loss (B,), rewards (B, 2))
 PreferenceLoss = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -89,42 +89,25 @@ def reward_metrics(rewards: jax.Array) -> dict:
             "chosen_reward": rewards[:, 0].mean(), "rejected_reward": rewards[:, 1].mean()}
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: PreferenceLoss,
-                    schedule: optax.Schedule, on_nonfinite: str = "halt", *, penalty: Callable | None = None,
-                    accumulate_steps: int = 1, grad_norm: bool = False
-                    ) -> Callable[[DPOState, Batch], tuple[DPOState, dict]]:
-    """Like jtrain/step.py make_train_step (dropout keys, micro-batches, penalty, non-finite handling), with the
-    DPO objective; gradients flow into `params` only."""
-
-    def train_step(state: DPOState, batch: Batch) -> tuple[DPOState, dict]:
-        dropout_rng = jax.random.fold_in(state.rng, state.step)
-        mutable = list(state.model_state)
-
-        def loss_of(params, batch, model_state, dropout_rng):
-            # The reference scores the same micro-batch in inference mode, outside the gradient.
-            reference = jax.lax.stop_gradient(response_logps(model, {"params": state.ref_params, **model_state},
-                                                             batch))  # (B, 2)
-            policy, new_model_state = response_logps(model, {"params": params, **model_state}, batch, train=True,
-                                                     rngs={"dropout": dropout_rng}, mutable=mutable)  # (B, 2)
-            losses, rewards = loss_fn(policy, reference)
-            loss = losses.mean()
-            objective = loss + penalty(params) if penalty is not None else loss
-            return objective, (loss, rewards, dict(new_model_state))
-
-        (objective, (loss, rewards, new_model_state)), grads = microbatch.value_and_grad(
-            loss_of, state.params, batch, state.model_state, dropout_rng, accumulate_steps)
-        metrics = {"loss": loss, **reward_metrics(rewards)}
-        if penalty is not None:
-            metrics["penalty"] = objective - loss
-        return apply_update(state, grads, new_model_state, metrics, tx, schedule, on_nonfinite, grad_norm)
-
-    return train_step
+def build(config: ml_collections.ConfigDict) -> Method:
+    return method(config.method.dpo.beta)
 
 
-def make_eval_step(model: nn.Module, loss_fn: PreferenceLoss) -> Callable[[DPOState, Batch], dict]:
-    """Sums over a batch of pairs (padding pairs, with no response token, count nothing); `report` -> metrics."""
+def method(beta: float) -> Method:
+    """DPO with reward scale `beta` (method.dpo.beta)."""
+    loss_fn = dpo_loss(beta)
 
-    def eval_step(state: DPOState, batch: Batch) -> dict:
+    def loss(model: nn.Module, state: DPOState, params, batch: Batch, model_state, rng, mutable):
+        # The reference scores the same micro-batch in inference mode, outside the gradient.
+        reference = jax.lax.stop_gradient(response_logps(model, {"params": state.ref_params, **model_state},
+                                                         batch))  # (B, 2)
+        policy, new_model_state = response_logps(model, {"params": params, **model_state}, batch, train=True,
+                                                 rngs={"dropout": rng}, mutable=mutable)  # (B, 2)
+        losses, rewards = loss_fn(policy, reference)
+        return losses.mean(), rewards, new_model_state
+
+    def eval_sums(model: nn.Module, state: DPOState, batch: Batch) -> dict:
+        """Sums over a batch of pairs (padding pairs, with no response token, count nothing)."""
         policy = response_logps(model, {"params": state.params, **state.model_state}, batch)  # (B, 2)
         reference = response_logps(model, {"params": state.ref_params, **state.model_state}, batch)  # (B, 2)
         losses, rewards = loss_fn(policy, reference)  # (B,), (B, 2)
@@ -135,7 +118,12 @@ def make_eval_step(model: nn.Module, loss_fn: PreferenceLoss) -> Callable[[DPOSt
                 "preference_hits": ((policy[:, 0] > policy[:, 1]) * real).sum(),
                 "chosen_reward_sum": (rewards[:, 0] * real).sum(), "rejected_reward_sum": (rewards[:, 1] * real).sum()}
 
-    return eval_step
+    return Method(
+        name="dpo", check_data=check_data, output_width=lambda spec: spec.num_classes, loss=loss,
+        train_metrics=lambda rewards, batch, loss_value: {"loss": loss_value, **reward_metrics(rewards)},
+        eval_sums=eval_sums, report=lambda totals, data, role: {**metrics_lib.report(totals), **report(totals)},
+        log_keys=("loss", "reward_accuracy", "preference_accuracy"), examples="preference", layout=(2,),
+        init_state=with_reference, begin=reset_reference)
 
 
 def report(totals: dict) -> dict:
@@ -147,11 +135,8 @@ def report(totals: dict) -> dict:
             "rejected_reward": float(totals["rejected_reward_sum"]) / n}
 
 
-def check_data(task: str, loss_name: str, examples: str, dataset: str) -> None:
-    """DPO needs preference pairs, and preference pairs need DPO: either mismatch names the key to change."""
-    if task == "preference" and examples != "preference":
-        raise ConfigError(f"config key 'loss.name': {loss_name} needs preference pairs (data.name=shakespeare_pref, "
-                          f"or its data.jsonl files of prompt / chosen / rejected); {dataset} is not one")
-    if examples == "preference" and task != "preference":
-        raise ConfigError(f"config key 'loss.name': {dataset} holds preference pairs, which train with "
-                          f"loss.name=dpo, not {loss_name}")
+def check_data(spec) -> None:
+    """DPO needs preference pairs (the other way round: jtrain/methods/supervised.py)."""
+    if spec.examples != "preference":
+        raise ConfigError(f"config key 'method.name': dpo needs preference pairs (data.name=shakespeare_pref, "
+                          f"or its data.jsonl files of prompt / chosen / rejected); {spec.name} is not one")

@@ -1,0 +1,28 @@
+"""The Method record (documented in jtrain/methods/__init__.py), apart so that method modules import it alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    check_data: Callable[[Any], None]  # (DatasetSpec) -> None, raises ConfigError naming the key
+    output_width: Callable[[Any], int]  # (DatasetSpec) -> the model's output width
+    # (model, state, params, batch, model_state, rng, mutable) -> (loss (), aux (B, ...), new_model_state)
+    loss: Callable[..., tuple[jax.Array, Any, Any]]
+    train_metrics: Callable[[Any, Batch, jax.Array], dict]  # (aux, batch, loss) -> {name: () array}, with "loss"
+    eval_sums: Callable[[Any, Any, Batch], dict]  # (model, state, batch) -> sums
+    report: Callable[[dict, Any, str], dict]  # (accumulated sums, data, role) -> metrics
+    log_keys: tuple[str, ...] = ("loss",)  # metrics shown in the log line
+    task: str = ""  # the per-example loss's task for supervised learning (jtrain/losses.py)
+    examples: str = ""  # DatasetSpec.examples of its batches: "" or "preference"
+    layout: tuple[int, ...] = ()  # dims between the batch dim and one example's shape, e.g. (2,) for pairs
+    init_state: Callable[[Any], Any] | None = None  # TrainState -> the state with the method's extras
+    begin: Callable[[Any], Any] | None = None  # applied once to the state training starts from
