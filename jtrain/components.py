@@ -58,7 +58,7 @@ class Run:
     def put_batch(self, local_batch: dict, stacked: bool = False) -> dict:
         """Process-local NumPy batch -> global arrays sharded over the batch axes (of each step, when `stacked`)."""
         sharding = mesh_lib.batch_sharding(self.mesh, stacked)
-        if jax.process_count() == 1:  # local is global: one device_put of the dict, ~30% less host time a chunk
+        if jax.process_count() == 1:  # local is global: one device_put of the dict: less host time a chunk
             return jax.device_put(local_batch, sharding)
         return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
@@ -67,9 +67,8 @@ class Run:
 class FlatState:
     """The TrainState as the loop's call passes it: its leaves in a flat list, typed PRNG keys as their raw
     uint32 data. Flattening the TrainState (a flax dataclass holding optax named tuples) into every call and
-    rebuilding it, key array included, from the outputs cost ~25 us a dispatch: on a tiny model the step on
-    staged batches ran at 14k steps/s that way and 19.9k with flat leaves (BENCHMARKS.md). Works on arrays and
-    inside jit alike."""
+    rebuilding it, key array included, from the outputs costs more than a tiny model's step (BENCHMARKS.md).
+    Works on arrays and inside jit alike."""
 
     treedef: Any
     is_key: tuple[bool, ...]  # per leaf
@@ -97,16 +96,14 @@ def packed_call(train_step: Callable, steps: int, scan: bool, metric_names: list
     steps on consecutive batches of a chunk already on the device, sliced out inside the call (jtrain/feed.py):
     a small model's step takes less time than Python needs to launch it, and one dispatch per k steps hides that.
 
-    The state goes in and comes out as flat arrays (`codec`, FlatState), which cost a tiny model's dispatch
-    ~25 us less than the TrainState pytree. The step's scalar metrics come back packed in one float32
-    array, (M,) or (steps, M) with `scan`, columns in the order of `metric_names` (filled in when the call is
-    traced): the loop fetches one buffer per call instead of one per metric, which cost a tiny model a fifth of
-    its speed.
+    The state goes in and comes out as flat arrays (`codec`, FlatState), cheaper to dispatch than the TrainState
+    pytree. The step's scalar metrics come back packed in one float32 array, (M,) or (steps, M) with `scan`,
+    columns in the order of `metric_names` (filled in when the call is traced): the loop fetches one buffer per
+    call instead of one per metric.
 
     `unroll` steps of the scan go in each iteration of its loop (train.scan_unroll). XLA's CPU convolutions run
-    far slower inside a loop: the digits CNN at 8 steps per call ran at 66 steps/s looped and 834 unrolled,
-    while the tiny MLP at 32 ran 3x slower unrolled, which also took 10 s to compile instead of 0.7
-    (BENCHMARKS.md)."""
+    far slower inside a loop, so a CNN gains from unrolling, while a tiny MLP runs slower unrolled and compiles
+    longer (BENCHMARKS.md)."""
 
     def pack(metrics: dict) -> jax.Array:
         metric_names[:] = sorted(metrics)

@@ -58,7 +58,7 @@ def apply_update(state: TrainState, grads, new_model_state, metrics: dict, tx: o
     "skip" must know before updating whether the gradients are finite, so it reduces over them every step.
     "halt" flags a non-finite loss only: gradients that go non-finite under a finite loss make the parameters
     non-finite, hence the next step's loss, and the loop checks the parameters before every save
-    (jtrain/train.py). Another full pass over the gradients costs ~5% of the Fashion-MNIST MLP's step on CPU
+    (jtrain/train.py). Another full pass over the gradients is a visible part of a small model's step on CPU
     (BENCHMARKS.md), which is why it is not made unless asked for."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

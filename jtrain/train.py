@@ -111,9 +111,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if not pending:
             return np.zeros((0, len(run.metric_names)), np.float32)
         # Each (M,), or (n, M) for a call of n steps. A whole log window's are joined on the device and copied
-        # once: one np.asarray per buffer cost the tiny model 7% of its speed, this 2% (jax.device_get on the
-        # list more still). Other counts (a window cut by an eval or a save) are rare: copied one by one
-        # rather than compiled for.
+        # once, cheaper than a copy per buffer. Other counts (a window cut by an eval or a save) are rare:
+        # copied one by one rather than compiled for.
         if len(pending) == window_calls:
             rows = np.asarray(join_window(*pending))
         else:
@@ -144,7 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     budget = TimeBudget()
     train_call = train_iter.calls(run.train_call)  # (state arrays, n) -> (state arrays, metrics)
     params_finite = None
-    if config.train.on_nonfinite == "halt":  # compiled now: compiling it at the first save cost that save ~0.2 s
+    if config.train.on_nonfinite == "halt":  # compiled now, not inside the first save
         with budget.track("compile"):
             params_finite = run.params_finite.lower(state).compile()
     # The per-step path below runs thousands of times a second on small models: settings are read once here.
@@ -159,7 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         done = start
         while done < total:
             # The calls up to the next step with host work (a log, eval or save, or the end) run back to back:
-            # the loop's checks once per call cost a tiny model's step (~45 us) several microseconds.
+            # the loop's checks once per call would be a visible part of a tiny model's step.
             stop = _next_stop(done, total, log_every, eval_every, save_every)
             first = done == start  # the first call traces and compiles: timed on its own, as is a shorter last
             if first or total - done < per_call:  # call (its own shape) after the full ones
@@ -322,7 +321,7 @@ def _log_line(step: int, total: int, split: str, metrics: dict, method_keys: tup
 
 
 def _write_outputs(workdir: str, summary: dict, run: components.Run) -> None:
-    from jtrain import plots  # matplotlib: 0.3 s of import, needed only here at the end of a run
+    from jtrain import plots  # matplotlib is slow to import and needed only here, at the end
 
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
