@@ -35,12 +35,14 @@ train: install
 	$(BIN)/jtrain prepare digits
 	$(BIN)/jtrain train --config experiments/digits_cnn.py --workdir runs/digits_cnn
 
-# The whole suite, slow end-to-end runs included.
+# The whole suite, slow end-to-end runs included; first the import layers (pyproject.toml [tool.importlinter]).
 test: data
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 # The inner loop: everything but the slow end-to-end training runs.
 test-fast: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 # Benchmarks (BENCHMARKS.md): the peers Keras and PyTorch come from the `bench` extra, installed once.

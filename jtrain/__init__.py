@@ -1,7 +1,5 @@
 """jtrain: a JAX training framework. The public API, flat (see README.md for the tour)."""
 
-__version__ = "0.1.0"
-
 from jtrain.compare import compare
 from jtrain.config import apply_overrides, default_config, load_experiment
 from jtrain.errors import ConfigError, DataError, UserError
@@ -10,6 +8,7 @@ from jtrain.sample import sample
 from jtrain.models import nnx_model
 from jtrain.state import TrainState
 from jtrain.train import train
+from jtrain.version import __version__
 
 __all__ = [
     "ConfigError",

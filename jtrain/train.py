@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-import jtrain
 from jtrain import checkpoint as checkpoint_lib
 from jtrain import components
 from jtrain import config as config_lib
@@ -38,6 +37,7 @@ from jtrain.evaluate import evaluate_split
 from jtrain.goodput import TimeBudget
 from jtrain.preemption import Preempted, PreemptionWatcher
 from jtrain.progress import ProgressBar
+from jtrain.version import __version__
 from jtrain.state import count_params
 from jtrain.writers import MetricWriter, drop_records_after, read_metrics
 
@@ -46,7 +46,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the summary dict."""
     # ------------------------------------------------------------------ build
     run = components.build(config)
-    distributed.check_same_run(config_lib.to_json(config), jtrain.__version__)
+    distributed.check_same_run(config_lib.to_json(config), __version__)
     is_main = jax.process_index() == 0
     workdir = _writable_workdir(workdir)
     if is_main:
@@ -78,7 +78,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         state = run.begin(state)  # the method's start, e.g. DPO's frozen reference from the starting params
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
-        return {"step": step, "jtrain_version": jtrain.__version__, "config": config.to_dict(),
+        return {"step": step, "jtrain_version": __version__, "config": config.to_dict(),
                 "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None}
 
     total = run.total_steps
