@@ -42,7 +42,6 @@ class Run:
     state_shardings: Any  # pytree of NamedSharding, same structure as TrainState
     abstract_state: Any  # pytree of ShapeDtypeStruct
     init: Callable[[], TrainState]  # jitted, creates the state directly sharded
-    train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
     # n -> the loop's jitted call of n steps (packed_call) on the state as flat arrays: (arrays, batch) ->
     # (arrays, (M,) metrics), or with train.steps_per_call > 1 (arrays, chunk (T, B, ...), index) -> (arrays,
     # (n, M)); args from jtrain/feed.py.
@@ -164,8 +163,6 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
     step_fn = make_train_step(model, tx, method, schedule, config.train.on_nonfinite, **step_options)
     eval_fn = make_eval_step(model, method)
     train_step = sharding.pinned(step_fn, mesh, rules)
-    jit_step = jax.jit(train_step, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
-                       donate_argnums=0)
     chunk_sharding = mesh_lib.batch_sharding(mesh, stacked=True)
 
     metric_names: list[str] = []
@@ -192,7 +189,6 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, 
         state_shardings=shardings,
         abstract_state=abstract_state,
         init=jax.jit(init, out_shardings=shardings),
-        train_step=jit_step,
         train_call=train_call,
         state_codec=codec,
         metric_names=metric_names,

@@ -163,11 +163,13 @@ def plan(config: ml_collections.ConfigDict, devices: int = 0, topology: str = ""
 def step_flops(config: ml_collections.ConfigDict, spec: DatasetSpec) -> float:
     """FLOPs of one whole training step, from XLA's cost analysis of the unpartitioned program.
 
-    The analysis counts a loop body once, so scanned layers are unrolled; and it needs a backend that can analyse,
-    so the program is lowered (not compiled) for one CPU device whatever the target is."""
+    The analysis counts a loop body once, so scanned layers are unrolled and the call is of one step; and it
+    needs a backend that can analyse, so the program is lowered (not compiled) for one CPU device whatever the
+    target is."""
     flat = config.copy_and_resolve_references()
     with flat.unlocked():
         flat.model.scan_layers = False
+        flat.train.steps_per_call = 1
         flat.mesh.data, flat.mesh.fsdp, flat.mesh.tensor = 1, 1, 1
     cost = _lower(_build(flat, spec, jax.devices("cpu")[:1]), flat, spec).cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}  # older JAX: one dict per device
@@ -179,9 +181,18 @@ def _build(config: ml_collections.ConfigDict, spec: DatasetSpec, devices) -> com
 
 
 def _lower(run: components.Run, config: ml_collections.ConfigDict, spec: DatasetSpec):
-    state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), run.abstract_state,
-                         run.state_shardings)
-    return run.train_step.lower(state, abstract_batch(config, spec, run.mesh, run.method.layout))
+    """The loop's own jitted call (Run.train_call: the state as flat arrays, train.steps_per_call steps) on shapes."""
+    flat = jax.eval_shape(run.state_codec.flatten, run.abstract_state)  # PRNG keys as their raw uint32 data
+    arrays = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+              for a, s in zip(flat, jax.tree.leaves(run.state_shardings))]
+    batch = abstract_batch(config, spec, run.mesh, run.method.layout)
+    steps = config.train.steps_per_call
+    if steps == 1:
+        return run.train_call(1).lower(arrays, batch)
+    stacked = mesh_lib.batch_sharding(run.mesh, stacked=True)
+    chunk = {k: jax.ShapeDtypeStruct((steps, *b.shape), b.dtype, sharding=stacked) for k, b in batch.items()}
+    index = jax.ShapeDtypeStruct((), jnp.int32, sharding=mesh_lib.replicated(run.mesh))
+    return run.train_call(steps).lower(arrays, chunk, index)
 
 
 def _analyses(compiled) -> dict:
