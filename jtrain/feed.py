@@ -71,7 +71,7 @@ class DeviceFeed:
         self.pipeline = iterator
         self._put = put
         self.per_transfer = per_transfer
-        finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (pipeline.device_finish)
+        finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (a source's device_finish)
         self.per_call = per_call
         # One step per call: the call takes its own batch out of the chunk (small batches, TAKE_IN_CALL_MAX_BYTES),
         # or the step before took it.

@@ -74,7 +74,8 @@ class IndexedSource(Source):
             return to_iterator(ds, config, stack)
         augment = transforms.parse_augmentations(config.augment)
         if augment and not spec.is_image:
-            raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; {spec.name} is not images")
+            raise ConfigError(f"config key 'data.augment': {config.augment!r} augments images; "
+                              f"{spec.name} is not images")
         if augment:
             # Element e holds global batches e*k ... e*k + k - 1; each batch draws from its own generator, a function
             # of (seed, batch number), so data.transfer_batches (a speed setting) leaves the augmented examples alone.
@@ -116,8 +117,8 @@ class IndexedSource(Source):
 
 class ArraySource(IndexedSource):
     """A source over NumPy arrays in memory: `arrays` maps each role (train, and val / test if you have them) to
-    (inputs (N, ...), targets (N,)). Integer targets are class labels (num_classes = the largest + 1 unless
-    given), floating ones regression targets. Inputs are multiplied by `scale`, then standardised with `mean` /
+    (inputs (N, ...), targets (N,)). Integer targets are class labels (num_classes = the largest + 1 and class
+    names "0", "1", ... unless given), floating ones regression targets. Inputs are multiplied by `scale`, then standardised with `mean` /
     `std`, or per feature from the training split when those are None (as the tabular datasets are)."""
 
     def __init__(self, name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -134,8 +135,9 @@ class ArraySource(IndexedSource):
         classes = np.issubdtype(y.dtype, np.integer)
         if num_classes is None:
             num_classes = int(max(np.max(t) for _, t in arrays.values())) + 1 if classes else 0
+        class_names = tuple(class_names) or tuple(str(i) for i in range(num_classes))  # reports and plots name them
         spec = DatasetSpec(name=name, num_classes=num_classes, input_shape=tuple(np.shape(arrays["train"][0])[1:]),
-                           scale=scale, mean=mean, std=std, class_names=tuple(class_names),
+                           scale=scale, mean=mean, std=std, class_names=class_names,
                            target_dtype="int32" if classes else "float32")
         super().__init__(spec=spec, sources=splits, splits={role: f"{len(s)} examples in memory"
                                                             for role, s in splits.items()})

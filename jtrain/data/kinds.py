@@ -27,8 +27,9 @@ PYTHON_PREFIX = "python:"
 def load(config: ml_collections.ConfigDict) -> Source:
     """The source of `config.data` (a builtin dataset is prepared on first use)."""
     if config.name.startswith(PYTHON_PREFIX):
-        raise DataError(f"data.name={config.name!r}: this run was trained on a data source given in Python; pass it "
-                        f"again: jtrain.evaluate(workdir, split, data=source) or jtrain.train(config, workdir, data=source)")
+        raise DataError(f"data.name={config.name!r}: this run was trained on a data source given in Python; pass "
+                        f"it again: jtrain.evaluate(workdir, split, data=source) or "
+                        f"jtrain.train(config, workdir, data=source)")
     if ":" in config.name:
         return external(config)
     spec = registry.get_spec(config.name)

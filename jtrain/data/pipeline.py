@@ -15,7 +15,8 @@ def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> IndexedSource:
     splits = resolve_splits(config, spec)
     builder = registry.prepared_builder(spec.name, config.dir)  # its folder is keyed by the inputs' content
     sources = {role: open_split(builder, spec, split, config) for role, split in splits.items()}
-    return IndexedSource(spec=spec, sources=sources, splits=splits, stats=training_stats(spec, sources["train"], config))
+    stats = training_stats(spec, sources["train"], config)
+    return IndexedSource(spec=spec, sources=sources, splits=splits, stats=stats)
 
 
 def open_split(builder, spec: DatasetSpec, split: str, config: ml_collections.ConfigDict):

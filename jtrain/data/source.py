@@ -146,7 +146,8 @@ def resolve_splits(config: ml_collections.ConfigDict, spec: DatasetSpec) -> dict
 
 def local_batch_size(global_batch: int, process_count: int, key: str) -> int:
     if global_batch % process_count:
-        raise ConfigError(f"config key {key!r}: global batch {global_batch} is not divisible by {process_count} processes")
+        raise ConfigError(f"config key {key!r}: global batch {global_batch} is not divisible by "
+                          f"{process_count} processes")
     return global_batch // process_count
 
 
