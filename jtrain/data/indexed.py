@@ -118,8 +118,9 @@ class IndexedSource(Source):
 class ArraySource(IndexedSource):
     """A source over NumPy arrays in memory: `arrays` maps each role (train, and val / test if you have them) to
     (inputs (N, ...), targets (N,)). Integer targets are class labels (num_classes = the largest + 1 and class
-    names "0", "1", ... unless given), floating ones regression targets. Inputs are multiplied by `scale`, then standardised with `mean` /
-    `std`, or per feature from the training split when those are None (as the tabular datasets are)."""
+    names "0", "1", ... unless given), floating ones regression targets. Inputs are multiplied by `scale`, then
+    standardised with `mean` / `std`, or per feature from the training split when those are None (as the
+    tabular datasets are)."""
 
     def __init__(self, name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
                  config: ml_collections.ConfigDict, class_names: tuple[str, ...] = (), num_classes: int | None = None,
