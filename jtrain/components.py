@@ -33,7 +33,7 @@ from jtrain.step import all_finite, make_eval_step, make_train_step
 class Run:
     config: ml_collections.ConfigDict
     mesh: Mesh
-    data: data_lib.Data
+    data: data_lib.Source  # the data source (jtrain/data/source.py)
     model: Any
     method: methods.Method  # the way of training: loss, extra state, metrics (jtrain/methods)
     task: str  # the supervised loss's task (jtrain/losses.py), "" for other methods
@@ -128,9 +128,10 @@ def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     raise ConfigError("config key 'train.steps': set train.steps or train.epochs (both are 0)")
 
 
-def build(config: ml_collections.ConfigDict, data: data_lib.Data | None = None, devices=None) -> Run:
-    """`data` and `devices` default to the configured dataset and all devices; `jtrain plan` passes a shape-only
-    dataset and the devices of a topology this machine does not have (jtrain/plan.py)."""
+def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None, devices=None) -> Run:
+    """`data` and `devices` default to the source `config.data` names and all devices; a source given in Python
+    (jtrain.train(..., data=source)) comes in as `data`, and `jtrain plan` passes a shape-only one and the
+    devices of a topology this machine does not have (jtrain/plan.py)."""
     validate(config)
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     mesh_lib.check_batch(config.data.batch_size, mesh, "data.batch_size")

@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, dropout and data shuffling; same seed -> same run
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py)
+    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py), or "package.module:factory" for a source of your own (jtrain/data/source.py)
     c.data.dir = ""  # TFDS data directory; "" = $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets
     c.data.batch_size = 64  # global training batch size (split over the data-parallel devices)
     c.data.eval_batch_size = 0  # global eval batch size; 0 = same as batch_size

@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 
 from jtrain import components
-from jtrain import data as data_lib
 from jtrain import metrics as metrics_lib
 from jtrain import workdir as workdir_lib
 from jtrain.errors import UserError
@@ -14,7 +13,7 @@ from jtrain.errors import UserError
 def evaluate_split(run: components.Run, state, role: str) -> dict:
     """Metrics over every example of the split `role` (val / test / train) exactly once."""
     totals = None
-    batches = data_lib.eval_batches(run.data, role, run.config.data, jax.process_index(), jax.process_count())
+    batches = run.data.eval_batches(role, run.config.data, jax.process_index(), jax.process_count())
     for local_batch in batches:
         sums = run.eval_step(state, run.put_batch(local_batch))
         # On the host in float64: exact ROC (gathered scores) and R^2 (merged target deviations).
@@ -22,17 +21,24 @@ def evaluate_split(run: components.Run, state, role: str) -> dict:
     return run.method.report(totals, run.data, role)  # the training method's metrics (jtrain/methods)
 
 
-def evaluate(workdir: str, split: str = "test", step: int | None = None) -> dict:
+def evaluate(workdir: str, split: str = "test", step: int | None = None, data=None) -> dict:
     """Evaluates a run's checkpoint (the latest unless `step`) on `split`: a role (train / val / test)
-    of the run's config or any TFDS split spec of its dataset (e.g. "train[:10%]")."""
+    of the run's config or any TFDS split spec of its builtin dataset (e.g. "train[:10%]").
+
+    `data` is the source the run was trained on when it was given in Python (jtrain.train(..., data=source));
+    otherwise the source is rebuilt from the workdir's config.json."""
     config = workdir_lib.read_config(workdir)
+    if split not in ("train", "val", "test") and (data is not None or ":" in config.data.name):
+        raise UserError(f"split {split!r}: a data source of your own evaluates its roles train / val / test")
     if split not in ("train", "val", "test"):
         with config.unlocked():
             config.data.splits.test = split
         split = "test"
     elif config.data.splits[split] == "none":
         raise UserError(f"split {split!r} is disabled in this run's config (data.splits.{split}='none')")
-    run, state, step = workdir_lib.restore(workdir, config, step)
+    run, state, step = workdir_lib.restore(workdir, config, step, data)
+    if split not in run.data.splits:
+        raise UserError(f"split {split!r}: the data source {run.data.spec.name} has only {', '.join(run.data.splits)}")
     report = evaluate_split(run, state, split)
     report["step"] = step
     return report

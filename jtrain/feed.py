@@ -70,7 +70,7 @@ class DeviceFeed:
         self.pipeline = iterator
         self._put = put
         self.per_transfer = per_transfer
-        finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (pipeline.device_finish)
+        finish = finish or (lambda batch: batch)  # e.g. uint8 images scaled and standardised (a source's device_finish)
         self.per_call = per_call
         # One step per call: the call takes its own batch out of the chunk (small batches, TAKE_IN_CALL_MAX_BYTES),
         # or the step before took it.
@@ -206,16 +206,15 @@ class DeviceFeed:
 
 def for_run(run, seed: int, process_index: int = 0, process_count: int = 1) -> DeviceFeed:
     """The training feed of a built run (jtrain/components.py Run): its pipeline stacking T batches, uint8
-    images finished on the device where possible (pipeline.device_finish), sharded over the run's mesh."""
-    from jtrain import data as data_lib  # the data package imports TFDS: only when a feed is made
+    images finished on the device where possible (the source's device_finish), sharded over the run's mesh."""
     from jtrain import mesh as mesh_lib
 
     config = run.config
     per_call = config.train.steps_per_call
     local_bytes = batch_bytes(run.data.spec, config.data.batch_size // process_count)
     per_transfer = batches_per_transfer(config.data.transfer_batches, per_call, local_bytes)
-    finish = data_lib.device_finish(run.data, config.data)
-    pipeline = iter(data_lib.train_dataset(run.data, config.data, seed, process_index, process_count, per_transfer,
+    finish = run.data.device_finish(config.data)
+    pipeline = iter(run.data.train_dataset(config.data, seed, process_index, process_count, per_transfer,
                                            raw=finish is not None))
     return DeviceFeed(pipeline, lambda chunk: run.put_batch(chunk, stacked=True), per_transfer, per_call,
                       mesh_lib.batch_sharding(run.mesh), mesh_lib.batch_sharding(run.mesh, stacked=True),

@@ -3,7 +3,7 @@ perplexity.
 
 Evaluation adds up token losses and token counts over every target token of the split (jtrain/metrics.py
 `sequence_sums`), so `loss` is the mean over tokens, not a mean of per-batch means. Bits per character divide
-the summed loss by the number of characters the split's target tokens stand for (`TextData.target_chars`): one
+the summed loss by the number of characters the split's target tokens stand for (the text source's `target_chars`): one
 per token for the character tokenizer, the token's length for BPE, which makes the two comparable.
 """
 

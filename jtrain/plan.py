@@ -28,7 +28,7 @@ from jtrain import components, config as config_lib, data as data_lib, methods
 from jtrain import mesh as mesh_lib
 from jtrain import models
 from jtrain import sharding
-from jtrain.data.registry import DatasetSpec
+from jtrain.data.source import DatasetSpec
 from jtrain.errors import ConfigError, UserError
 from jtrain.state import count_params
 
@@ -108,7 +108,7 @@ def batch_spec(config: ml_collections.ConfigDict) -> DatasetSpec:
         return DatasetSpec(name="tokens", builder=None, splits={}, num_classes=vocab, input_shape=(length,),
                            input_key="tokens", target_key="tokens", scale=1.0, mean=0.0, std=1.0,
                            examples=methods.build(config).examples)  # the training method's batches
-    return data_lib.get_spec(config.data.name)
+    return data_lib.spec_of(config.data)
 
 
 def abstract_batch(config: ml_collections.ConfigDict, spec: DatasetSpec, mesh, layout: tuple[int, ...] = ()) -> dict:
@@ -177,7 +177,7 @@ def step_flops(config: ml_collections.ConfigDict, spec: DatasetSpec) -> float:
 
 
 def _build(config: ml_collections.ConfigDict, spec: DatasetSpec, devices) -> components.Run:
-    return components.build(config, data=data_lib.Data(spec=spec, sources={"train": []}, splits={}), devices=devices)
+    return components.build(config, data=data_lib.SpecOnly(spec), devices=devices)
 
 
 def _lower(run: components.Run, config: ml_collections.ConfigDict, spec: DatasetSpec):

@@ -25,6 +25,7 @@ import numpy as np
 from jtrain import checkpoint as checkpoint_lib
 from jtrain import components
 from jtrain import config as config_lib
+from jtrain import data as data_lib
 from jtrain import distributed
 from jtrain import feed as feed_lib
 from jtrain import metrics as metrics_lib
@@ -42,10 +43,16 @@ from jtrain.state import count_params
 from jtrain.writers import MetricWriter, drop_records_after, read_metrics
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (or resumes) the run described by `config` in `workdir`; returns the summary dict."""
+def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
+    """Trains (or resumes) the run described by `config` in `workdir`; returns the summary dict.
+
+    `data` is a data source object (jtrain/data/source.py) to train on instead of the one `config.data.name`
+    names; config.json then records that it came from Python, so evaluating or resuming the run needs it again."""
     # ------------------------------------------------------------------ build
-    run = components.build(config)
+    if data is not None:
+        config = config.copy_and_resolve_references()
+        config.data.name = data_lib.python_name(data)
+    run = components.build(config, data=data)
     distributed.check_same_run(config_lib.to_json(config), __version__)
     is_main = jax.process_index() == 0
     workdir = _writable_workdir(workdir)
@@ -195,7 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     progress.write(_log_line(done, total, "train", last_train, run.method.log_keys))
 
             eval_now = eval_every and done % eval_every == 0 and done != total
-            if eval_now and "val" in run.data.sources:
+            if eval_now and "val" in run.data.splits:
                 state = state_now()
                 before_save(done, state)  # evals rank checkpoints
                 with budget.track("eval"):
@@ -235,7 +242,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         # -------------------------------------------------------------- final checkpoint and evaluation
         before_save(end, state)
-        reports = {role: evaluate_split(run, state, role) for role in ("val", "test") if role in run.data.sources}
+        reports = {role: evaluate_split(run, state, role) for role in ("val", "test") if role in run.data.splits}
         if ckpt.latest_step() != end:
             val_scalars = metrics_lib.scalars(reports["val"]) if "val" in reports else None
             ranked = None

@@ -20,9 +20,10 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
         return config_lib.config_from_json(f.read())
 
 
-def restore(workdir: str, config: ml_collections.ConfigDict, step: int | None = None):
-    """(run, state, step): the run rebuilt from `config` and its checkpoint `step` (default: the latest)."""
-    run = components.build(config)
+def restore(workdir: str, config: ml_collections.ConfigDict, step: int | None = None, data=None):
+    """(run, state, step): the run rebuilt from `config` (over `data`, a source given in Python, if not None) and
+    its checkpoint `step` (default: the latest)."""
+    run = components.build(config, data=data)
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep)
     try:
         step = ckpt.latest_step() if step is None else step

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from jtrain.config import default_config
-from jtrain.data import builders, pipeline, registry, transforms
+from jtrain import data as data_lib
+from jtrain.data import builders, indexed, registry, transforms
 from jtrain.errors import ConfigError, DataError, UserError
 
 DIGITS_TOTAL = 1797
@@ -57,7 +58,7 @@ def batch_keys(batches) -> list[bytes]:
 
 
 def take(data, config, n: int, seed: int = 0, **kwargs) -> list[dict]:
-    it = iter(pipeline.train_dataset(data, config, seed=seed, **kwargs))
+    it = iter(data.train_dataset(config, seed=seed, **kwargs))
     try:
         return [next(it) for _ in range(n)]
     finally:
@@ -85,13 +86,13 @@ def batches_equal(a: list[dict], b: list[dict]) -> bool:
 @pytest.fixture(scope="module")
 def digits(digits_data_dir):
     """Digits with the default splits (train 70% / val 15% / test 15%)."""
-    return pipeline.load(data_config(digits_data_dir))
+    return data_lib.load(data_config(digits_data_dir))
 
 
 @pytest.fixture(scope="module")
 def small(digits_data_dir):
     """The first 64 examples as the training split: quick to iterate for several epochs."""
-    return pipeline.load(data_config(digits_data_dir, train="train[:64]"))
+    return data_lib.load(data_config(digits_data_dir, train="train[:64]"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,18 +119,18 @@ def test_default_splits_are_disjoint_and_cover_all_digits(digits):
 
 
 def test_none_disables_a_split(digits_data_dir):
-    data = pipeline.load(data_config(digits_data_dir, val="none"))
+    data = data_lib.load(data_config(digits_data_dir, val="none"))
     assert set(data.sources) == {"train", "test"}
 
 
 def test_a_training_split_is_required(digits_data_dir):
     with pytest.raises(ConfigError, match="data.splits.train"):
-        pipeline.load(data_config(digits_data_dir, train="none"))
+        data_lib.load(data_config(digits_data_dir, train="none"))
 
 
 def test_bad_split_spec_raises_data_error(digits_data_dir):
     with pytest.raises(DataError, match="validation"):
-        pipeline.load(data_config(digits_data_dir, val="validation"))
+        data_lib.load(data_config(digits_data_dir, val="validation"))
 
 
 def test_unknown_dataset_suggests_the_closest(digits_data_dir):
@@ -137,7 +138,7 @@ def test_unknown_dataset_suggests_the_closest(digits_data_dir):
         registry.get_spec("digit")
     assert "'digit'" in str(e.value) and "did you mean 'digits'" in str(e.value)
     with pytest.raises(DataError, match="did you mean 'fashion_mnist'"):
-        pipeline.load(data_config(digits_data_dir, name="fashion-mnist"))
+        data_lib.load(data_config(digits_data_dir, name="fashion-mnist"))
     assert issubclass(DataError, UserError)
 
 
@@ -188,7 +189,7 @@ def test_each_epoch_is_a_fresh_permutation_of_the_train_split(small, digits_data
 
 
 def test_epochs_run_on_across_batches_when_the_batch_does_not_divide_the_split(digits_data_dir):
-    data = pipeline.load(data_config(digits_data_dir, train="train[:60]"))
+    data = data_lib.load(data_config(digits_data_dir, train="train[:60]"))
     c = data_config(digits_data_dir, batch_size=8, prefetch=0, normalize=False)
     split = sorted(source_keys(data.sources["train"]))
     stream = batch_keys(take(data, c, 15))  # 120 examples = exactly two epochs of 60
@@ -208,7 +209,7 @@ def test_without_shuffle_batches_follow_the_split_order(small, digits_data_dir):
 )
 def test_iterator_state_resumes_exactly(small, digits_data_dir, prefetch, augment, consumed, more):
     c = data_config(digits_data_dir, batch_size=8, prefetch=prefetch, augment=augment)
-    it = iter(pipeline.train_dataset(small, c, seed=11))
+    it = iter(small.train_dataset(c, seed=11))
     try:
         for _ in range(consumed):
             next(it)
@@ -216,7 +217,7 @@ def test_iterator_state_resumes_exactly(small, digits_data_dir, prefetch, augmen
         expected = [next(it) for _ in range(more)]  # crosses an epoch boundary for consumed + more > 8
     finally:
         _close(it)
-    resumed = iter(pipeline.train_dataset(small, c, seed=11))
+    resumed = iter(small.train_dataset(c, seed=11))
     try:
         resumed.set_state(state)
         got = [next(resumed) for _ in range(more)]
@@ -246,8 +247,8 @@ class CountingSource:
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_prefetch_reads_at_most_that_many_batches_ahead(small, prefetch, digits_data_dir):
     counting = CountingSource(small.sources["train"])
-    data = pipeline.Data(spec=small.spec, sources={"train": counting}, splits=small.splits)
-    it = iter(pipeline.train_dataset(data, data_config(digits_data_dir, batch_size=4, prefetch=prefetch), seed=0))
+    data = indexed.IndexedSource(spec=small.spec, sources={"train": counting}, splits=small.splits)
+    it = iter(data.train_dataset(data_config(digits_data_dir, batch_size=4, prefetch=prefetch), seed=0))
     try:
         for _ in range(2):
             next(it)
@@ -263,7 +264,7 @@ def test_prefetch_reads_at_most_that_many_batches_ahead(small, prefetch, digits_
 
 def test_batch_larger_than_the_split_is_a_config_error(small, digits_data_dir):
     with pytest.raises(ConfigError, match="data.batch_size"):
-        pipeline.train_dataset(small, data_config(digits_data_dir, batch_size=128), seed=0)
+        small.train_dataset(data_config(digits_data_dir, batch_size=128), seed=0)
 
 
 def test_processes_read_disjoint_shards(small, digits_data_dir):
@@ -333,7 +334,7 @@ def test_augment_functions_directly():
 @pytest.mark.parametrize("augment", ["rotate", "shift,zoom", "Shift"])
 def test_unknown_augmentation_is_a_config_error(small, digits_data_dir, augment):
     with pytest.raises(ConfigError, match="data.augment"):
-        pipeline.train_dataset(small, data_config(digits_data_dir, batch_size=8, augment=augment), seed=0)
+        small.train_dataset(data_config(digits_data_dir, batch_size=8, augment=augment), seed=0)
 
 
 def test_parse_augmentations_allows_spaces_and_empty():
@@ -347,7 +348,7 @@ def test_parse_augmentations_allows_spaces_and_empty():
 
 def _eval(data, data_dir, role: str, eval_batch: int, process_index: int = 0, process_count: int = 1, **fields):
     c = data_config(data_dir, eval_batch_size=eval_batch, **fields)
-    return list(pipeline.eval_batches(data, role, c, process_index, process_count))
+    return list(data.eval_batches(role, c, process_index, process_count))
 
 
 def _masked_keys(batches) -> list[bytes]:

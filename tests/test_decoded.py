@@ -8,7 +8,8 @@ import os
 import numpy as np
 
 from jtrain.config import default_config
-from jtrain.data import decoded, pipeline, registry, transforms
+from jtrain import data as data_lib
+from jtrain.data import decoded, registry, transforms
 
 
 def _data_config(data_dir: str, in_memory_mb: int, **fields):
@@ -20,13 +21,13 @@ def _data_config(data_dir: str, in_memory_mb: int, **fields):
 
 
 def _batches(data, config, n=5):
-    it = iter(pipeline.train_dataset(data, config, seed=7))
+    it = iter(data.train_dataset(config, seed=7))
     return [next(it) for _ in range(n)]
 
 
 def test_in_memory_batches_equal_record_batches(digits_data_dir):
-    from_records = pipeline.load(_data_config(digits_data_dir, 0))
-    in_memory = pipeline.load(_data_config(digits_data_dir, 64))
+    from_records = data_lib.load(_data_config(digits_data_dir, 0))
+    in_memory = data_lib.load(_data_config(digits_data_dir, 64))
     assert not isinstance(from_records.sources["train"], decoded.DecodedSplit)
     assert all(isinstance(s, decoded.DecodedSplit) for s in in_memory.sources.values())
     for config in (_data_config(digits_data_dir, 0), _data_config(digits_data_dir, 0, augment="shift,flip")):
@@ -34,8 +35,8 @@ def test_in_memory_batches_equal_record_batches(digits_data_dir):
             for key in ("inputs", "targets"):
                 np.testing.assert_array_equal(a[key], b[key])
     eval_config = _data_config(digits_data_dir, 0, eval_batch_size=100)
-    for a, b in zip(pipeline.eval_batches(from_records, "val", eval_config),
-                    pipeline.eval_batches(in_memory, "val", eval_config)):
+    for a, b in zip(from_records.eval_batches("val", eval_config),
+                    in_memory.eval_batches("val", eval_config)):
         for key in ("inputs", "targets", "mask"):
             np.testing.assert_array_equal(a[key], b[key])
 

@@ -12,18 +12,18 @@ import jtrain
 from jtrain import feed
 from jtrain.checkpoint import load_arrays
 from jtrain.config import default_config, validate
-from jtrain.data import pipeline
+from jtrain import data as data_lib
 from jtrain.errors import ConfigError, UserError
 
 
 def _data(data_dir: str):
     c = default_config().data
     c.dir, c.batch_size, c.prefetch = data_dir, 8, 0
-    return pipeline.load(c), c
+    return data_lib.load(c), c
 
 
 def _feed(data, c, per_transfer: int, per_call: int, take_in_call: bool = False) -> feed.DeviceFeed:
-    it = iter(pipeline.train_dataset(data, c, seed=3, stack=per_transfer))
+    it = iter(data.train_dataset(c, seed=3, stack=per_transfer))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return feed.DeviceFeed(it, lambda chunk: jax.tree.map(jax.device_put, chunk), per_transfer, per_call, device,
                            device, device, take_in_call=take_in_call)
@@ -52,7 +52,7 @@ def _calls(f: feed.DeviceFeed, count: int, n: int) -> list[dict]:
 @CALL_KINDS
 def test_calls_get_consecutive_batches_across_chunks(digits_data_dir, per_call, take_in_call):
     data, c = _data(digits_data_dir)
-    singles = iter(pipeline.train_dataset(data, c, seed=3))
+    singles = iter(data.train_dataset(c, seed=3))
     expected = [next(singles) for _ in range(14)]
     # 14 batches in chunks of 4: 4, 4, 4 and half of the fourth
     got = _calls(_feed(data, c, 4, per_call, take_in_call), count=14 // per_call, n=per_call)
@@ -83,7 +83,7 @@ def test_a_call_straddling_two_chunks_after_a_resume_skips_nothing(digits_data_d
     # A run whose last call was partial (5 steps in calls of 2: 2, 2, 1) leaves an odd position; calls of 2
     # from there reach the end of a chunk with one batch left, and join it with the next chunk's first.
     data, c = _data(digits_data_dir)
-    singles = iter(pipeline.train_dataset(data, c, seed=3))
+    singles = iter(data.train_dataset(c, seed=3))
     expected = [next(singles) for _ in range(13)]
     first = _feed(data, c, 4, per_call=2)
     _calls(first, 2, n=2)
@@ -187,10 +187,10 @@ def test_transfer_size_must_be_whole_calls():
 def test_images_finished_on_the_device_match_the_host_pipeline(digits_data_dir):
     # Without augmentation, uint8 images leave the host as stored and are scaled and standardised on the device.
     data, c = _data(digits_data_dir)
-    finish = pipeline.device_finish(data, c)
+    finish = data.device_finish(c)
     assert finish is not None
-    host = next(iter(pipeline.train_dataset(data, c, seed=3)))
-    raw = next(iter(pipeline.train_dataset(data, c, seed=3, raw=True)))
+    host = next(iter(data.train_dataset(c, seed=3)))
+    raw = next(iter(data.train_dataset(c, seed=3, raw=True)))
     assert raw["inputs"].dtype == np.uint8 and raw["inputs"].shape == host["inputs"].shape
     finished = jax.jit(finish)(jax.tree.map(jax.device_put, raw))
     assert finished["inputs"].dtype == np.float32
@@ -199,16 +199,16 @@ def test_images_finished_on_the_device_match_the_host_pipeline(digits_data_dir):
     np.testing.assert_array_equal(np.asarray(finished["targets"]), host["targets"])
     # Augmented training images stay on the host path: the augmentations work on floats.
     c.augment = "shift"
-    assert pipeline.device_finish(data, c) is None
+    assert data.device_finish(c) is None
 
 
 def test_augmented_batches_do_not_depend_on_the_transfer_size(digits_data_dir):
     # Each batch draws its shifts, flips and noise from its own generator, so stacking changes nothing.
     data, c = _data(digits_data_dir)
     c.augment = "shift,flip,noise"
-    singles = iter(pipeline.train_dataset(data, c, seed=3))
+    singles = iter(data.train_dataset(c, seed=3))
     expected = [next(singles) for _ in range(8)]
-    stacks = iter(pipeline.train_dataset(data, c, seed=3, stack=4))
+    stacks = iter(data.train_dataset(c, seed=3, stack=4))
     got = [{k: v[i] for k, v in stack.items()} for stack in (next(stacks), next(stacks)) for i in range(4)]
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have["inputs"], want["inputs"])
@@ -216,6 +216,6 @@ def test_augmented_batches_do_not_depend_on_the_transfer_size(digits_data_dir):
     assert not np.array_equal(expected[0]["inputs"], expected[1]["inputs"])
     # Without shuffling the seed changes only the draws: the same examples, augmented otherwise.
     c.shuffle = False
-    a, b = (next(iter(pipeline.train_dataset(data, c, seed=s))) for s in (3, 4))
+    a, b = (next(iter(data.train_dataset(c, seed=s))) for s in (3, 4))
     np.testing.assert_array_equal(a["targets"], b["targets"])
     assert not np.array_equal(a["inputs"], b["inputs"])

@@ -12,7 +12,8 @@ import pytest
 
 from _cli import run_jtrain
 from jtrain import config as config_lib
-from jtrain.data import pipeline, registry
+from jtrain import data as data_lib
+from jtrain.data import registry
 
 SHRUNK = [
     "--config.data.seq_len=64", "--config.model.max_len=64", "--config.data.batch_size=16",
@@ -35,7 +36,7 @@ def unigram_entropy(data_dir: str) -> float:
     scored on the validation play."""
     c = config_lib.default_config()
     c.data.name, c.data.dir, c.data.splits.val = "shakespeare_char", data_dir, "val[:1]"
-    data = pipeline.load(c.data)
+    data = data_lib.load(c.data)
     counts = np.bincount(data.sources["train"].stream, minlength=data.spec.num_classes) + 1.0
     probs = counts / counts.sum()
     return float(-np.log(probs[data.eval_sources["val"].stream[1:]]).mean())

@@ -152,18 +152,18 @@ def test_builtin_preference_pairs_reject_a_line_from_another_play(monkeypatch):
 
 
 def test_sft_train_iterator_resumes_exactly_from_its_saved_state():
-    from jtrain.data import registry, text
+    from jtrain.data import registry
 
     examples = [sft.example_tokens(TOKENIZER, p, r) for p, r in PAIRS * 8]
     rows = sft.PackedRows(sft.pack(examples, T))
     config = _config(batch_size=4, prefetch=0, seq_len=T)
     data = sft.dataset(registry.get_spec("shakespeare_sft"), config, TOKENIZER, {"train": "mine"}, {"train": rows}, {})
-    it = iter(text.train_dataset(data, config, seed=3))
+    it = iter(data.train_dataset(config, seed=3))
     for _ in range(5):  # into the second epoch (16 rows, 4 per batch): the state holds the reshuffle too
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(4)]
-    resumed = iter(text.train_dataset(data, config, seed=3))
+    resumed = iter(data.train_dataset(config, seed=3))
     resumed.set_state(state)
     for want in expected:
         got = next(resumed)

@@ -12,7 +12,7 @@ import pytest
 import jtrain
 from jtrain.checkpoint import load_arrays
 from jtrain.config import default_config, validate
-from jtrain.data import pipeline
+from jtrain import data as data_lib
 from jtrain.errors import ConfigError, UserError
 
 
@@ -41,16 +41,16 @@ def _take(it, n):
 def test_stacked_batches_are_consecutive_single_batches(digits_data_dir):
     c = default_config().data
     c.dir, c.batch_size, c.prefetch = digits_data_dir, 8, 0
-    data = pipeline.load(c)
-    singles = _take(iter(pipeline.train_dataset(data, c, seed=3)), 9)
-    stacked = _take(iter(pipeline.train_dataset(data, c, seed=3, stack=3)), 3)
+    data = data_lib.load(c)
+    singles = _take(iter(data.train_dataset(c, seed=3)), 9)
+    stacked = _take(iter(data.train_dataset(c, seed=3, stack=3)), 3)
     for j, group in enumerate(stacked):
         assert group["inputs"].shape == (3, 8, 8, 8, 1) and group["targets"].shape == (3, 8)
         for i in range(3):
             for key in ("inputs", "targets"):
                 np.testing.assert_array_equal(group[key][i], singles[3 * j + i][key])
     # Two processes: each gets its own half of every step's global batch.
-    halves = [_take(iter(pipeline.train_dataset(data, c, seed=3, process_index=p, process_count=2,
+    halves = [_take(iter(data.train_dataset(c, seed=3, process_index=p, process_count=2,
                                                 stack=3)), 1)[0] for p in (0, 1)]
     np.testing.assert_array_equal(np.concatenate([h["targets"] for h in halves], axis=1), stacked[0]["targets"])
 

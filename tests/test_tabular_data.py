@@ -8,7 +8,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from jtrain.config import default_config
-from jtrain.data import pipeline, registry
+from jtrain import data as data_lib
+from jtrain.data import indexed, registry
 from jtrain.errors import ConfigError
 
 
@@ -31,17 +32,17 @@ def _config(data_dir, name, **fields):
 def _all(data, role, normalize=False):
     """Every example of a split, un-normalised unless asked, via the eval path (in order, no padding)."""
     c = _config("", data.spec.name, eval_batch_size=1000, normalize=normalize)
-    (b,) = list(pipeline.eval_batches(data, role, c))
+    (b,) = list(data.eval_batches(role, c))
     return b["inputs"][b["mask"]], b["targets"][b["mask"]]
 
 
 def _raw(data, role):
-    b = pipeline.read_batch(data.sources[role], np.arange(data.num_examples(role)), data.spec)
+    b = indexed.read_batch(data.sources[role], np.arange(data.num_examples(role)), data.spec)
     return b["inputs"], b["targets"]
 
 
 def test_diabetes_splits_keep_sklearn_rows_in_order(tabular_dir):
-    data = pipeline.load(_config(tabular_dir, "diabetes"))
+    data = data_lib.load(_config(tabular_dir, "diabetes"))
     x, y = load_diabetes(return_X_y=True)
     sizes = {role: data.num_examples(role) for role in ("train", "val", "test")}
     assert sizes == {"train": 309, "val": 67, "test": 66}
@@ -52,7 +53,7 @@ def test_diabetes_splits_keep_sklearn_rows_in_order(tabular_dir):
 
 
 def test_breast_cancer_is_a_binary_labelled_table(tabular_dir):
-    data = pipeline.load(_config(tabular_dir, "breast_cancer"))
+    data = data_lib.load(_config(tabular_dir, "breast_cancer"))
     sizes = [data.num_examples(role) for role in ("train", "val", "test")]
     assert sum(sizes) == 569 and sizes[0] == 398
     x, y = load_breast_cancer(return_X_y=True)
@@ -67,12 +68,12 @@ def test_breast_cancer_is_a_binary_labelled_table(tabular_dir):
 
 
 def test_features_are_standardised_with_training_statistics_only(tabular_dir):
-    data = pipeline.load(_config(tabular_dir, "breast_cancer"))
+    data = data_lib.load(_config(tabular_dir, "breast_cancer"))
     raw_train, _ = _raw(data, "train")
     np.testing.assert_allclose(data.stats.mean, raw_train.mean(0), rtol=1e-5)
     np.testing.assert_allclose(data.stats.std, raw_train.std(0), rtol=1e-5)
     c = _config(tabular_dir, "breast_cancer", batch_size=398, shuffle=False, prefetch=0)
-    it = iter(pipeline.train_dataset(data, c, seed=0))
+    it = iter(data.train_dataset(c, seed=0))
     train = next(it)["inputs"]
     np.testing.assert_allclose(train.mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(train.std(0), 1.0, atol=1e-4)
@@ -84,12 +85,12 @@ def test_features_are_standardised_with_training_statistics_only(tabular_dir):
 
 
 def test_regression_targets_standardised_and_padding_zero(tabular_dir):
-    data = pipeline.load(_config(tabular_dir, "diabetes"))
+    data = data_lib.load(_config(tabular_dir, "diabetes"))
     _, raw_train_y = _raw(data, "train")
     assert float(data.stats.target_mean) == pytest.approx(raw_train_y.mean(), rel=1e-5)
     assert float(data.target_std) == pytest.approx(raw_train_y.std(), rel=1e-5)
     c = _config(tabular_dir, "diabetes", eval_batch_size=50)
-    batches = list(pipeline.eval_batches(data, "val", c))
+    batches = list(data.eval_batches("val", c))
     targets = np.concatenate([b["targets"] for b in batches])
     mask = np.concatenate([b["mask"] for b in batches])
     inputs = np.concatenate([b["inputs"] for b in batches])
@@ -99,13 +100,13 @@ def test_regression_targets_standardised_and_padding_zero(tabular_dir):
                                atol=1e-5)
     assert not targets[~mask].any() and not inputs[~mask].any()
     # normalize_targets=False: raw targets, nothing to scale back.
-    raw = pipeline.load(_config(tabular_dir, "diabetes", normalize_targets=False))
+    raw = data_lib.load(_config(tabular_dir, "diabetes", normalize_targets=False))
     assert raw.target_std is None
-    (b,) = list(pipeline.eval_batches(raw, "val", _config(tabular_dir, "diabetes", eval_batch_size=67)))
+    (b,) = list(raw.eval_batches("val", _config(tabular_dir, "diabetes", eval_batch_size=67)))
     np.testing.assert_allclose(b["targets"], raw_val_y)
 
 
 def test_image_augmentations_are_refused_for_tables(tabular_dir):
-    data = pipeline.load(_config(tabular_dir, "diabetes"))
+    data = data_lib.load(_config(tabular_dir, "diabetes"))
     with pytest.raises(ConfigError, match="data.augment"):
-        pipeline.train_dataset(data, _config(tabular_dir, "diabetes", augment="noise"), seed=0)
+        data.train_dataset(_config(tabular_dir, "diabetes", augment="noise"), seed=0)

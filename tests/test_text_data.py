@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from jtrain import config as config_lib
-from jtrain.data import pipeline, registry, tokenize
+from jtrain import data as data_lib
+from jtrain.data import registry, tokenize
 from jtrain.data.text import PackedTokens
 
 
@@ -52,7 +53,7 @@ def test_builder_splits_by_play_and_tokenizer_sits_beside_the_dataset(text_data_
     assert len(works["val"]) == 3 and len(works["test"]) == 3 and len(works["train"]) > 30
     assert not (works["train"] & works["val"] or works["train"] & works["test"] or works["val"] & works["test"])
 
-    data = pipeline.load(_data_config(text_data_dir))
+    data = data_lib.load(_data_config(text_data_dir))
     dataset_dir = registry.prepare("shakespeare_char", text_data_dir)
     assert os.path.isfile(tokenize.path_for(dataset_dir, "char"))
     tok = data.tokenizer
@@ -75,27 +76,27 @@ def test_bpe_tokenizer_round_trips_and_reloads(tmp_path):
 
 def test_text_batches_and_exact_eval_coverage(text_data_dir):
     config = _data_config(text_data_dir, eval_batch_size=64)
-    data = pipeline.load(config)
-    batch = next(iter(pipeline.train_dataset(data, config, seed=0)))
+    data = data_lib.load(config)
+    batch = next(iter(data.train_dataset(config, seed=0)))
     assert {k: (v.shape, v.dtype.name) for k, v in batch.items()} == {
         "inputs": ((8, 32), "int32"), "targets": ((8, 32), "int32"), "mask": ((8, 32), "float32")}
     np.testing.assert_array_equal(batch["targets"][:, :-1], batch["inputs"][:, 1:])
     assert batch["mask"].all()
 
-    batches = list(pipeline.eval_batches(data, "val", config))
+    batches = list(data.eval_batches("val", config))
     assert sum(b["mask"].sum() for b in batches) == data.eval_sources["val"].num_targets
     assert all(b["inputs"].shape == (64, 32) for b in batches)
 
 
 def test_text_iterator_state_resumes_exactly(text_data_dir):
     config = _data_config(text_data_dir)
-    data = pipeline.load(config)
-    it = iter(pipeline.train_dataset(data, config, seed=3))
+    data = data_lib.load(config)
+    it = iter(data.train_dataset(config, seed=3))
     for _ in range(5):
         next(it)
     state = it.get_state()
     expected = [next(it)["inputs"] for _ in range(3)]
-    resumed = iter(pipeline.train_dataset(data, config, seed=3))
+    resumed = iter(data.train_dataset(config, seed=3))
     resumed.set_state(state)
     for want in expected:
         np.testing.assert_array_equal(next(resumed)["inputs"], want)

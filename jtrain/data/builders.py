@@ -7,6 +7,7 @@ so `download_and_prepare()` and `as_data_source()` never import TensorFlow.
 from __future__ import annotations
 
 import gzip
+import importlib.resources
 import os
 import struct
 
@@ -27,6 +28,11 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's bundled handwritten digits: 1,797 8x8 images, pixel values 0..16, 10 classes."""
 
     VERSION = tfds.core.Version("1.0.0")
+
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """What the records are made from: scikit-learn's data file (registry.fingerprint)."""
+        return sklearn_files("digits.csv.gz")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -62,6 +68,11 @@ class Digits28(tfds.core.GeneratorBasedBuilder):
     """
 
     VERSION = tfds.core.Version("1.0.0")
+
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """The same file as `digits`."""
+        return Digits.input_files()
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -116,6 +127,11 @@ class Diabetes(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """scikit-learn's data files."""
+        return sklearn_files("diabetes_data_raw.csv.gz", "diabetes_target.csv.gz")
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -149,6 +165,11 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """scikit-learn's data file."""
+        return sklearn_files("breast_cancer.csv")
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
@@ -179,6 +200,12 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     """
 
     VERSION = tfds.core.Version("1.0.0")
+
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """The four IDX files, wherever find_fashion_mnist_dir() finds them."""
+        return [os.path.join(find_fashion_mnist_dir(), f"{prefix}-{kind}-idx{dims}-ubyte.gz")
+                for prefix in ("train", "t10k") for kind, dims in (("images", 3), ("labels", 1))]
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -241,6 +268,11 @@ class FashionMnistAccessories(_FashionMnistSubset):
     """The four others: sandal, sneaker, bag, ankle boot (24,000 + 4,000 images)."""
 
     CLASSES = (5, 7, 8, 9)
+
+def sklearn_files(*names: str) -> list[str]:
+    """Paths of data files that scikit-learn ships in its wheel (sklearn/datasets/data)."""
+    return [str(importlib.resources.files("sklearn.datasets.data") / name) for name in names]
+
 
 def find_fashion_mnist_dir() -> str:
     candidates = [os.environ["JTRAIN_FASHION_MNIST_DIR"]] if os.environ.get("JTRAIN_FASHION_MNIST_DIR") else []

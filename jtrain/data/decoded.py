@@ -3,8 +3,8 @@
 Reading a batch from a TFDS `array_record` source parses every record in Python (3k-12k examples/s on one
 core), slower than a small model trains. Splits that fit in `data.in_memory_mb` are therefore decoded once and
 kept as two arrays (inputs as stored, e.g. uint8 pixels, and targets). The decoded arrays are also cached as
-`.npy` files in the dataset's own directory, keyed by the split spec, so later runs memory-map them instead of
-decoding again. The `array_record` files stay the storage format and the source of truth: the cache is
+`.npy` files in the dataset's own directory (named by its input files' content, jtrain/data/registry.py), keyed
+by the split spec, so later runs memory-map them instead of decoding again. The `array_record` files stay the storage format and the source of truth: the cache is
 rebuilt whenever it is missing or its example count disagrees with the source.
 """
 

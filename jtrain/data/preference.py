@@ -2,7 +2,7 @@
 
 A pair becomes two sequences, `prompt + chosen + <end>` and `prompt + rejected + <end>` (jtrain/data/sft.py
 `example_tokens`), stored as (2, T) arrays [chosen, rejected]: inputs predict the next token and the mask is 1 on
-response targets only, so one forward pass gives both summed response log-probabilities (jtrain/dpo.py). Pairs are
+response targets only, so one forward pass gives both summed response log-probabilities (jtrain/methods/dpo.py). Pairs are
 not packed (each sequence starts its own row, padding after it with mask 0): a pair's two rows must stay
 together, and causal attention keeps padding from changing what comes before it.
 
@@ -19,7 +19,8 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from jtrain.data import registry, sft, text
+from jtrain.data import sft, text
+from jtrain.data.source import DatasetSpec
 from jtrain.errors import DataError
 
 KEYS = ("prompt", "chosen", "rejected")
@@ -27,7 +28,7 @@ CANDIDATES = 8  # rejected lines drawn per pair; the closest in length is kept
 SEED = 0  # fixed: the pairs are data, not a function of the run's seed
 
 
-def builtin_pairs(spec: registry.DatasetSpec, split: str, configured_dir: str) -> list[tuple[str, dict]]:
+def builtin_pairs(spec: DatasetSpec, split: str, configured_dir: str) -> list[tuple[str, dict]]:
     """[(where, {"prompt", "chosen", "rejected"})] for every line pair of the split's plays."""
     plays = [play for play in sft.builtin_records(spec, split, configured_dir) if play]
     if len(plays) < 2:
@@ -64,8 +65,9 @@ def pair_rows(pairs: list[tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray,
     return out
 
 
-def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> text.TextData:
+def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> text.TextSource:
     """Every role's pairs (the builtin's, or data.jsonl files of prompt / chosen / rejected) as (N, 2, T) rows."""
+    sft.check_post_training(config, spec)
     records, splits = sft.role_records(config, spec, KEYS, lambda split: builtin_pairs(spec, split, config.dir))
     tokenizer = text.load_tokenizer(spec, config.dir)
     strict = bool(config.jsonl.train)

@@ -1,43 +1,20 @@
-"""Datasets jtrain knows by name: which builder, default splits, and what a model needs to know about them."""
+"""Datasets jtrain knows by name: which builder, default splits, and what a model needs to know about them.
+
+A builder's prepared files live in a folder named by a fingerprint of its input files' bytes (each builder's
+`input_files()`), so changed inputs under the same names are prepared again instead of served stale; the
+decoded arrays (jtrain/data/decoded.py) and tokenizers (jtrain/data/tokenize.py) saved beside them follow.
+Other names reach other readers through jtrain/data/kinds.py (`package.module:factory` for your own source).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import hashlib
 import os
 
-import tensorflow_datasets as tfds
-
 from jtrain.data import builders, shakespeare, shakespeare_genre
+from jtrain.data.source import DatasetSpec
 from jtrain.errors import DataError
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    builder: type[tfds.core.GeneratorBasedBuilder]
-    splits: dict[str, str]  # default TFDS split spec per role: train / val / test
-    num_classes: int  # 0 for regression targets
-    input_shape: tuple[int, ...]  # one example: (H, W, C) for images, (D,) for tabular features
-    input_key: str  # feature holding the model input
-    target_key: str  # feature holding the label (or regression target)
-    scale: float  # raw value -> [0, 1]
-    # After scaling, over the training images; None = per feature, from the training split when the data is
-    # loaded (tabular features have different units, and the statistics must not see the val/test rows).
-    mean: float | None
-    std: float | None
-    class_names: tuple[str, ...] = ()
-    target_dtype: str = "int32"  # int32 class labels, or float32 regression targets
-    tokenizer: str = ""  # text datasets: "char" or "bpe" (jtrain/data/tokenize.py); "" = not text
-    examples: str = ""  # post-training text: "sft" (prompt, response) or "preference" (prompt, chosen, rejected); "" = a token stream
-
-    @property
-    def is_text(self) -> bool:
-        return bool(self.tokenizer)
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.input_shape) == 3
 
 
 def _shakespeare_text(name: str, tokenizer: str, examples: str = "") -> DatasetSpec:
@@ -167,28 +144,50 @@ def data_dir(configured: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def builder(name: str, configured_dir: str = "") -> tfds.core.GeneratorBasedBuilder:
-    spec = get_spec(name)
-    return spec.builder(data_dir=data_dir(configured_dir), file_format="array_record")
+def fingerprint(paths: list[str]) -> str:
+    """sha256 over the files' names, sizes and bytes: what the prepared data was built from."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            digest.update(f"{os.path.basename(path)}\0{os.path.getsize(path)}\0".encode())
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read a dataset input: {e.strerror or e}") from e
+    return digest.hexdigest()
+
+
+def builder(name: str, configured_dir: str = ""):
+    """The dataset's TFDS builder, in the data dir's folder for the current content of its input files."""
+    cls = get_spec(name).builder
+    return cls(data_dir=os.path.join(data_dir(configured_dir), f"inputs-{fingerprint(cls.input_files())[:16]}"),
+               file_format="array_record")
+
+
+def prepared_builder(name: str, configured_dir: str = ""):
+    """builder(), its array_record files built first if they are not yet (quick for the local datasets)."""
+    b = builder(name, configured_dir)
+    if not b.is_prepared():
+        b.download_and_prepare()
+        # A builder's split info is read when it is constructed: reopen it over the files just written.
+        b = type(b)(data_dir=b.data_dir_root, file_format="array_record")
+    return b
 
 
 def prepare(name: str, configured_dir: str = "") -> str:
     """Builds the dataset's array_record files once; later calls find them and return at once."""
-    b = builder(name, configured_dir)
-    if not b.is_prepared():
-        b.download_and_prepare()
-    return b.data_dir
+    return prepared_builder(name, configured_dir).data_dir
 
 
-def data_source(name: str, split: str, configured_dir: str = ""):
-    """Random-access source of one split (TFDS slicing such as `train[:70%]` allowed)."""
-    b = builder(name, configured_dir)
-    if not b.is_prepared():
-        # Preparing is quick for the local datasets, so do it rather than fail; then reopen, since a
-        # builder's split info is read when it is constructed.
-        prepare(name, configured_dir)
-        b = builder(name, configured_dir)
+def split_source(b, name: str, split: str):
+    """Random-access source of one split of a prepared builder (TFDS slicing such as `train[:70%]` allowed)."""
     try:
         return b.as_data_source(split=split)
     except (ValueError, KeyError) as e:
         raise DataError(f"data split {split!r} of {name}: {str(e).splitlines()[0]}") from e
+
+
+def data_source(name: str, split: str, configured_dir: str = ""):
+    """Random-access source of one split, the dataset prepared first if need be."""
+    return split_source(prepared_builder(name, configured_dir), name, split)

@@ -8,7 +8,7 @@ never learned. Examples are packed greedily into rows of `seq_len`; `segment_ids
 
 Batches: inputs, targets, mask, segment_ids, each (B, T).
 
-As a dataset (`load`, reached through jtrain/data/pipeline.py for a spec with `examples="sft"`): the builtin
+As a dataset (`load`, reached through jtrain/data/kinds.py for a spec with `examples="sft"`): the builtin
 `shakespeare_sft` makes its pairs from the plays of each split (`line_pairs`: a line of a speech and the next
 one), so held-out pairs come from plays training never saw; `data.jsonl.train` / `.val` / `.test` name your own
 JSONL files instead, tokenised with the dataset's tokenizer (the pretrained model's). The packed rows are fixed
@@ -28,8 +28,8 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from jtrain.data import registry, text, tokenize
-from jtrain.data.pipeline import Stats
+from jtrain.data import text, tokenize
+from jtrain.data.source import DatasetSpec, resolve_splits
 from jtrain.errors import ConfigError, DataError
 
 ROLES = ("train", "val", "test")
@@ -123,14 +123,14 @@ def line_pairs(play: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def builtin_records(spec: registry.DatasetSpec, split: str, configured_dir: str) -> list[list[tuple[str, dict]]]:
+def builtin_records(spec: DatasetSpec, split: str, configured_dir: str) -> list[list[tuple[str, dict]]]:
     """Per play (or poem) of the split: [(where, {"prompt": a line + newline, "response": the next line})]."""
     return [[(f"{spec.name} {split}, work {w}, pair {i}", {"prompt": a + "\n", "response": b})
              for i, (a, b) in enumerate(line_pairs(play))]
             for w, play in enumerate(text.read_texts(spec.name, split, configured_dir))]
 
 
-def role_records(config: ml_collections.ConfigDict, spec: registry.DatasetSpec, keys: tuple[str, ...],
+def role_records(config: ml_collections.ConfigDict, spec: DatasetSpec, keys: tuple[str, ...],
                  builtin: Callable[[str], list[tuple[str, dict]]]) -> tuple[dict[str, list], dict[str, str]]:
     """role -> [(where, record)] and role -> what it was read from: the data.jsonl files when data.jsonl.train is
     set (roles without a file are left out), else `builtin(split)` for the dataset's configured splits. Held-out
@@ -139,8 +139,6 @@ def role_records(config: ml_collections.ConfigDict, spec: registry.DatasetSpec, 
         files = {role: config.jsonl[role] for role in ROLES if config.jsonl[role]}
         records = {role: read_jsonl_lines(path, keys) for role, path in files.items()}
     else:
-        from jtrain.data.pipeline import resolve_splits  # pipeline hands post-training datasets to this module
-
         files = resolve_splits(config, spec)
         records = {role: builtin(split) for role, split in files.items()}
     for role in records:
@@ -184,7 +182,7 @@ class PackedRows:
         return {k: v[indices] for k, v in self.arrays.items()}
 
 
-def check_post_training(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> None:
+def check_post_training(config: ml_collections.ConfigDict, spec: DatasetSpec) -> None:
     if config.seq_len <= 0:
         raise ConfigError(f"config key 'data.seq_len': must be > 0, got {config.seq_len}")
     if not spec.examples:
@@ -194,22 +192,18 @@ def check_post_training(config: ml_collections.ConfigDict, spec: registry.Datase
                           f"(prompt, chosen, rejected), not {spec.name}")
 
 
-def dataset(spec: registry.DatasetSpec, config: ml_collections.ConfigDict, tokenizer: tokenize.Tokenizer,
-            splits: dict[str, str], sources: dict[str, PackedRows], chars: dict[str, int]) -> text.TextData:
+def dataset(spec: DatasetSpec, config: ml_collections.ConfigDict, tokenizer: tokenize.Tokenizer,
+            splits: dict[str, str], sources: dict[str, PackedRows], chars: dict[str, int]) -> text.TextSource:
     if len(sources.get("train", ())) == 0:
         raise ConfigError(f"config key 'data.seq_len': no training example fits in {config.seq_len} tokens")
     spec = dataclasses.replace(spec, input_shape=(config.seq_len,), num_classes=tokenizer.vocab_size)
-    return text.TextData(spec=spec, sources=sources, splits=splits, stats=Stats(0.0, 1.0), tokenizer=tokenizer,
-                         target_chars=chars, eval_sources=sources)
+    return text.TextSource(spec=spec, sources=sources, splits=splits, tokenizer=tokenizer, target_chars=chars,
+                           eval_sources=sources)
 
 
-def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> text.TextData:
-    """The SFT (or, for a preference spec, DPO) dataset of `config.data`: every role's examples packed into rows."""
+def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> text.TextSource:
+    """The SFT dataset of `config.data`: every role's examples packed into rows."""
     check_post_training(config, spec)
-    if spec.examples == "preference":
-        from jtrain.data import preference
-
-        return preference.load(config, spec)
 
     def builtin(split: str) -> list[tuple[str, dict]]:
         return [r for play in builtin_records(spec, split, config.dir) for r in play]

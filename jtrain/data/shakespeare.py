@@ -34,6 +34,11 @@ def texts_dir():
     return root
 
 
+def text_files() -> list[str]:
+    """The `*_gut.txt` files the works are read from, in file order."""
+    return [str(p) for p in sorted(texts_dir().iterdir(), key=lambda p: p.name) if p.name.endswith("_gut.txt")]
+
+
 def works() -> dict[str, list[tuple[str, str]]]:
     """split -> [(work name, text)], in file order."""
     out = {"train": [], "val": [], "test": []}
@@ -52,6 +57,11 @@ class Shakespeare(tfds.core.GeneratorBasedBuilder):
     """Shakespeare's works, one record per play or poem: {'text': (N,) uint8 UTF-8, 'work': () int32 index}."""
 
     VERSION = tfds.core.Version("1.0.0")
+
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """What the records are made from (registry.fingerprint)."""
+        return text_files()
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

@@ -78,6 +78,15 @@ class ShakespeareGenre(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
 
+    @classmethod
+    def input_files(cls) -> list[str]:
+        """The plays and the WordPiece vocabulary the records are made from (registry.fingerprint)."""
+        from jtrain.models import minilm
+
+        root = texts_dir()
+        return [os.path.join(root, f"{play}_gut.txt") for play in sorted(PLAYS)] + [
+            os.path.join(minilm.model_dir(), "tokenizer.json")]
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,

@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 
 from jtrain.data import registry, tokenize
-from jtrain.data.pipeline import Data, Stats, local_batch_size, own_rows, to_iterator
+from jtrain.data.source import (DatasetSpec, Source, Stats, eval_indices, local_batch_size, own_rows, resolve_splits,
+                                to_iterator)
 from jtrain.errors import ConfigError
 
 
@@ -63,12 +64,46 @@ class PackedTokens:
 
 
 @dataclasses.dataclass
-class TextData(Data):
-    """Data whose sources are PackedTokens; `target_chars[role]` = characters the split's targets stand for."""
+class TextSource(Source):
+    """Rows of tokens: `sources[role]` are PackedTokens (full rows, training) or, for post-training examples,
+    packed rows (jtrain/data/sft.py); `eval_sources[role]` every row of the role once."""
 
-    tokenizer: tokenize.Tokenizer | None = None
-    target_chars: dict[str, int] = dataclasses.field(default_factory=dict)
-    eval_sources: dict[str, PackedTokens] = dataclasses.field(default_factory=dict)
+    spec: DatasetSpec
+    sources: dict[str, object]
+    splits: dict[str, str]  # role -> what it was read from
+    tokenizer: tokenize.Tokenizer
+    target_chars: dict[str, int]  # role -> characters the role's target tokens stand for (bits per character)
+    eval_sources: dict[str, object]
+    stats: Stats = Stats(0.0, 1.0)  # token ids are not standardised
+
+    def num_examples(self, role: str) -> int:
+        return len(self.sources[role])
+
+    def train_dataset(self, config: ml_collections.ConfigDict, seed: int, process_index: int = 0,
+                      process_count: int = 1, stack: int = 1, raw: bool = False) -> grain.IterDataset:
+        """Endless batches of shuffled rows; every process reads its own rows of the same global batches
+        (stacked k at a time, (k, B, T), for `stack` = k > 1). Token ids have nothing to finish: `raw` is moot."""
+        batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
+        source = self.sources["train"]
+        if len(source) < config.batch_size:
+            raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(source)} "
+                              f"training sequences of {config.seq_len} tokens")
+        ds = grain.MapDataset.range(len(source)).seed(seed)
+        if config.shuffle:
+            ds = ds.shuffle()  # a fresh permutation of the rows every epoch
+        ds = ds.repeat(None).batch(config.batch_size * stack, drop_remainder=True)  # (k * global_batch,) rows
+        ds = ds.map(lambda indices: source.rows(own_rows(indices, config.batch_size, process_index, batch)))
+        return to_iterator(ds, config, stack)
+
+    def eval_batches(self, role: str, config: ml_collections.ConfigDict, process_index: int = 0,
+                     process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """Every row of the split once (the last partial one masked), padded to full batches with mask 0."""
+        source = self.eval_sources[role]
+        batch, batches = eval_indices(len(source), config, process_index, process_count)
+        for indices in batches:
+            out = source.rows(indices)
+            pad = batch - len(out["inputs"])
+            yield {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()}
 
 
 def read_texts(name: str, split: str, configured_dir: str) -> list[str]:
@@ -76,7 +111,7 @@ def read_texts(name: str, split: str, configured_dir: str) -> list[str]:
     return [bytes(r["text"]).decode("utf-8") for r in source.__getitems__(list(range(len(source))))]
 
 
-def load_tokenizer(spec: registry.DatasetSpec, configured_dir: str) -> tokenize.Tokenizer:
+def load_tokenizer(spec: DatasetSpec, configured_dir: str) -> tokenize.Tokenizer:
     """The dataset's tokenizer, saved beside its array_record files (created on first use)."""
     dataset_dir = registry.prepare(spec.name, configured_dir)
     if os.path.isfile(tokenize.path_for(dataset_dir, spec.tokenizer)):
@@ -86,13 +121,11 @@ def load_tokenizer(spec: registry.DatasetSpec, configured_dir: str) -> tokenize.
     return tokenize.load_or_train(dataset_dir, spec.tokenizer, corpus, train)
 
 
-def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> TextData:
+def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> TextSource:
     """Tokenises the configured splits and packs them into rows of data.seq_len tokens."""
     if config.seq_len <= 0:
         raise ConfigError(f"config key 'data.seq_len': must be > 0, got {config.seq_len}")
     tokenizer = load_tokenizer(spec, config.dir)
-    from jtrain.data.pipeline import resolve_splits  # pipeline hands text datasets to this module
-
     splits = resolve_splits(config, spec)
     sources, eval_sources, chars = {}, {}, {}
     for role, split in splits.items():
@@ -103,36 +136,5 @@ def load(config: ml_collections.ConfigDict, spec: registry.DatasetSpec) -> TextD
     if len(sources["train"]) == 0:
         raise ConfigError(f"config key 'data.seq_len': {config.seq_len} is longer than the training split")
     spec = dataclasses.replace(spec, input_shape=(config.seq_len,), num_classes=tokenizer.vocab_size)
-    return TextData(spec=spec, sources=sources, splits=splits, stats=Stats(0.0, 1.0), tokenizer=tokenizer,
-                    target_chars=chars, eval_sources=eval_sources)
-
-
-def train_dataset(data: TextData, config: ml_collections.ConfigDict, seed: int, process_index: int = 0,
-                  process_count: int = 1, stack: int = 1) -> grain.IterDataset:
-    """Endless batches of shuffled rows; every process reads its own rows of the same global batches
-    (stacked k at a time, (k, B, T), for `stack` = k > 1: pipeline.train_dataset)."""
-    batch = local_batch_size(config.batch_size, process_count, "data.batch_size")
-    source = data.sources["train"]
-    if len(source) < config.batch_size:
-        raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(source)} "
-                          f"training sequences of {config.seq_len} tokens")
-    ds = grain.MapDataset.range(len(source)).seed(seed)
-    if config.shuffle:
-        ds = ds.shuffle()  # a fresh permutation of the rows every epoch
-    ds = ds.repeat(None).batch(config.batch_size * stack, drop_remainder=True)  # (k * global_batch,) rows
-    ds = ds.map(lambda indices: source.rows(own_rows(indices, config.batch_size, process_index, batch)))
-    return to_iterator(ds, config, stack)
-
-
-def eval_batches(data: TextData, role: str, config: ml_collections.ConfigDict, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """Every row of the split once (the last partial one masked), padded to full batches with mask 0."""
-    source = data.eval_sources[role]
-    global_batch = config.eval_batch_size or config.batch_size
-    batch = local_batch_size(global_batch, process_count, "data.eval_batch_size")
-    shard = np.arange(process_index, len(source), process_count)
-    num_batches = math.ceil(math.ceil(len(source) / process_count) / batch)
-    for i in range(num_batches):
-        out = source.rows(shard[i * batch : (i + 1) * batch])
-        pad = batch - len(out["inputs"])
-        yield {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()}
+    return TextSource(spec=spec, sources=sources, splits=splits, tokenizer=tokenizer, target_chars=chars,
+                      eval_sources=eval_sources)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jtrain.data.registry import DatasetSpec
+from jtrain.data.source import DatasetSpec
 from jtrain.errors import ConfigError
 
 AUGMENTATIONS = ("shift", "flip", "noise")

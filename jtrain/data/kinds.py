@@ -1,0 +1,72 @@
+"""Which reader opens `data.name`: the one place that dispatches on the kind of dataset.
+
+    "package.module:factory"   your own source: factory(config.data) returns it (jtrain/data/source.py)
+    a builtin name             by its registry spec (jtrain/data/registry.py):
+        examples = sft / preference, or data.jsonl.*   post-training rows (jtrain/data/sft.py, preference.py)
+        a tokenizer                                    token streams packed into rows (jtrain/data/text.py)
+        otherwise                                      image / tabular records (jtrain/data/pipeline.py)
+
+A source passed in Python (`jtrain.train(config, workdir, data=source)`) is recorded in config.json as
+`data.name = "python:<its class>"`, which no reader opens: `jtrain.evaluate(workdir, split, data=source)` and
+a resume need the object again.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from jtrain.data import pipeline, preference, registry, sft, text
+from jtrain.data.source import DatasetSpec, Source
+from jtrain.errors import DataError
+
+PYTHON_PREFIX = "python:"
+
+
+def load(config: ml_collections.ConfigDict) -> Source:
+    """The source of `config.data` (a builtin dataset is prepared on first use)."""
+    if config.name.startswith(PYTHON_PREFIX):
+        raise DataError(f"data.name={config.name!r}: this run was trained on a data source given in Python; pass "
+                        f"it again: jtrain.evaluate(workdir, split, data=source) or "
+                        f"jtrain.train(config, workdir, data=source)")
+    if ":" in config.name:
+        return external(config)
+    spec = registry.get_spec(config.name)
+    if spec.examples == "preference":
+        return preference.load(config, spec)
+    if spec.examples or config.jsonl.train or config.jsonl.val or config.jsonl.test:
+        return sft.load(config, spec)  # refuses JSONL files for a dataset that is no post-training one
+    if spec.is_text:
+        return text.load(config, spec)
+    return pipeline.load(config, spec)
+
+
+def spec_of(config: ml_collections.ConfigDict) -> DatasetSpec:
+    """What one example of `config.data` looks like; a builtin's without reading its data."""
+    if ":" in config.name:
+        return load(config).spec
+    return registry.get_spec(config.name)
+
+
+def external(config: ml_collections.ConfigDict) -> Source:
+    """factory(config.data) of data.name="package.module:factory"."""
+    module_name, _, attr = config.name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except ImportError as e:
+        raise DataError(f"data.name={config.name!r}: cannot import {module_name}: {e}") from e
+    except AttributeError as e:
+        raise DataError(f"data.name={config.name!r}: {module_name} has no {attr!r}") from e
+    source = factory(config)
+    missing = [m for m in ("spec", "splits", "stats", "num_examples", "train_dataset", "eval_batches", "device_finish")
+               if not hasattr(source, m)]
+    if missing:
+        raise DataError(f"data.name={config.name!r}: the factory's {type(source).__name__} lacks {', '.join(missing)} "
+                        f"(see jtrain/data/source.py; jtrain.data.Source and ArraySource provide them)")
+    return source
+
+
+def python_name(source) -> str:
+    """The data.name config.json records for a source passed in Python."""
+    return f"{PYTHON_PREFIX}{type(source).__module__}.{type(source).__qualname__}"
