@@ -179,6 +179,11 @@ class Checkpointer:
             try:
                 state, meta = self.restore(step, abstract_state, data_iterator)
                 return step, state, meta
+            except UserError as e:
+                if not isinstance(e, CheckpointError):
+                    raise  # the run's settings, not this checkpoint: every earlier step would refuse them too
+                reason = str(e).splitlines()[0]
+                print(f"jtrain: warning: skipping checkpoint {self.directory}/{step}: {reason}", file=sys.stderr)
             except Exception as e:  # any failure to read a step means: try the one before
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 print(f"jtrain: warning: skipping checkpoint {self.directory}/{step}: {reason}", file=sys.stderr)

@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Sharding
 
+from jtrain.errors import UserError
+
 AUTO_BATCHES = 32
 # A transfer has a fixed cost (the pipeline's next element and the copy's launch) that is large beside a tiny
 # model's step, even shared by 32 batches. Small batches therefore travel in larger stacks, up to AUTO_MIN_BYTES.
@@ -186,17 +188,29 @@ class DeviceFeed:
 
     def get_state(self) -> bytes:
         """{"batches": global batches trained on}: the pipeline's element i holds batches i*T ... i*T + T - 1
-        (grain's map-dataset iterators count elements in `next_index`)."""
+        (grain's map-dataset iterators count elements in `next_index`). Another iterator's own state is kept
+        as it is, with the batches taken from its element, and then resumes with the same T only."""
         if self._chunk is None or self._taken == self.per_transfer:  # at a chunk boundary
             position, taken = self.pipeline.get_state(), self._skip
         else:
             position, taken = self._position, self._taken
-        return json.dumps({"batches": position["next_index"] * self.per_transfer + taken}).encode()
+        if isinstance(position, dict) and set(position) == {"next_index"}:
+            return json.dumps({"batches": position["next_index"] * self.per_transfer + taken}).encode()
+        return json.dumps({"pipeline": position, "taken": taken, "per_transfer": self.per_transfer}).encode()
 
     def set_state(self, state: bytes) -> None:
-        batches = json.loads(state)["batches"]
-        self.pipeline.set_state({"next_index": batches // self.per_transfer})
-        self._chunk, self._taken, self._skip, self._batch = None, 0, batches % self.per_transfer, None
+        state = json.loads(state)
+        if "batches" in state:
+            self.pipeline.set_state({"next_index": state["batches"] // self.per_transfer})
+            skip = state["batches"] % self.per_transfer
+        else:
+            if state["per_transfer"] != self.per_transfer:
+                raise UserError(f"config key 'data.transfer_batches': this data source's iterator resumes only in "
+                                f"stacks of {state['per_transfer']} batches, as it was saved; resume with "
+                                f"--config.data.transfer_batches={state['per_transfer']}")
+            self.pipeline.set_state(state["pipeline"])
+            skip = state["taken"]
+        self._chunk, self._taken, self._skip, self._batch = None, 0, skip, None
 
     def start_prefetch(self) -> None:  # the grain checkpoint handler calls it after set_state
         start = getattr(self.pipeline, "start_prefetch", None)

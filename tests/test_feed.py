@@ -219,3 +219,44 @@ def test_augmented_batches_do_not_depend_on_the_transfer_size(digits_data_dir):
     a, b = (next(iter(data.train_dataset(c, seed=s))) for s in (3, 4))
     np.testing.assert_array_equal(a["targets"], b["targets"])
     assert not np.array_equal(a["inputs"], b["inputs"])
+
+
+class _CountingIterator:
+    """A user's iterator whose state is its own (not grain's `next_index`): chunks (T, B) of batch numbers."""
+
+    def __init__(self, per_transfer: int):
+        self.per_transfer, self.element = per_transfer, 0
+
+    def __next__(self):
+        first = self.element * self.per_transfer
+        self.element += 1
+        return {"inputs": np.arange(first, first + self.per_transfer, dtype=np.float32)[:, None]}
+
+    def get_state(self):
+        return {"element": self.element}
+
+    def set_state(self, state):
+        self.element = state["element"]
+
+
+def _counting_feed(per_transfer: int) -> feed.DeviceFeed:
+    import jax
+    from jax.sharding import SingleDeviceSharding
+
+    sharding = SingleDeviceSharding(jax.devices()[0])
+    return feed.DeviceFeed(_CountingIterator(per_transfer), lambda chunk: jax.device_put(chunk, sharding),
+                           per_transfer, 2, sharding, sharding, sharding)
+
+
+def test_an_iterator_of_its_own_resumes_mid_chunk_and_refuses_another_stack_size():
+    first = _counting_feed(4)
+    first.next(2)
+    first.next(2)
+    first.next(2)  # 6 batches: 2 into the second chunk
+    saved = first.get_state()
+    again = _counting_feed(4)
+    again.set_state(saved)
+    chunk, index = again.next(2)
+    np.testing.assert_array_equal(np.asarray(chunk["inputs"])[int(index):int(index) + 2, 0], [6, 7])
+    with pytest.raises(UserError, match=r"data\.transfer_batches=4"):
+        _counting_feed(8).set_state(saved)

@@ -58,7 +58,7 @@ def available(workload: str) -> str:
     w = WORKLOADS[workload]
     if "decoder" not in models.families():
         return "no model.name='decoder' registered"
-    if not getattr(registry.DATASETS.get(w["dataset"]), "is_text", False):
+    if not getattr(registry.DATASETS.get(w["dataset"]), "is_text", False):  # a builtin token dataset
         return f"no token dataset {w['dataset']!r} registered"
     if not os.path.isfile(w["base"]):
         return f"no {w['base']}"
@@ -88,18 +88,19 @@ def learning_rate(w: dict, step: np.ndarray | int, total: int) -> float:
 
 def export(workload: str, out_dir: str, with_test: bool = False) -> str:
     """Writes OUT/<workload>.npz: x_train (N, H, W, C) float32 standardised, y_train (N,) int32 [, x_test, y_test]."""
-    from jtrain.data import pipeline
+    from jtrain import data as data_lib
+    from jtrain.data import indexed
 
     if workload == "decoder":
         return export_tokens(out_dir)
     overrides = [] if not with_test else ["data.splits.test="]  # "" = the dataset's default test split
     config = jtrain_config(workload, 1, overrides)
-    data = pipeline.load(config.data)
+    data = data_lib.load(config.data)  # an IndexedSource: random access to each split's examples
     arrays = {}
     for role in ("train", "test") if with_test else ("train",):
         source = data.sources[role]
-        batch = pipeline.read_batch(source, np.arange(len(source)), data.spec)
-        batch = pipeline.standardize(batch, data.stats, config.data.normalize)
+        batch = indexed.read_batch(source, np.arange(len(source)), data.spec)
+        batch = indexed.standardize(batch, data.stats, config.data.normalize)
         arrays[f"x_{role}"], arrays[f"y_{role}"] = batch["inputs"], batch["targets"]
     path = os.path.join(out_dir, f"{workload}.npz")
     np.savez(path, **arrays)
@@ -113,7 +114,7 @@ def export_tokens(out_dir: str, batches: int = 16) -> str:
 
     config = jtrain_config("decoder", 1, ["data.prefetch=0"])
     data = data_lib.load(config.data)
-    it = iter(data_lib.train_dataset(data, config.data, config.seed))
+    it = iter(data.train_dataset(config.data, config.seed))
     drawn = [next(it) for _ in range(batches)]
     arrays = {f"{out}_train": np.concatenate([b[key] for b in drawn])
               for out, key in (("x", "inputs"), ("y", "targets"), ("mask", "mask"))}
