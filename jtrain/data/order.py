@@ -3,7 +3,7 @@
 The examples form an endless stream: epoch 0, epoch 1, ..., each a permutation of range(N) drawn from
 (seed, epoch) (the identity when not shuffling). Global batch b is positions b*G ... (b+1)*G - 1 of that stream,
 so a batch may span two epochs and no example is dropped at an epoch's end. Computed with NumPy for the whole
-batch: grain's per-index shuffle and batching cost about 12 us per example in Python, more than the MLP's step.
+batch: grain's per-index shuffle and batching run Python per example, which costs more than a small model's step.
 Used through grain (`grain.MapDataset.source`), whose iterator position is what checkpoints record.
 """
 

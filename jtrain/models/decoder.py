@@ -13,8 +13,8 @@ is unchanged.
 compile time does not grow with depth; `remat` recomputes each block's activations in the backward pass instead
 of keeping them (less memory, about a third more compute; `remat_policy="dots"` keeps the weight products and
 recomputes the rest). `attention="fused"` runs cuDNN's flash attention on a GPU in half precision, and
-`head_float32=False` the output projection in the compute dtype: with both, and remat's dots policy, a 1.3B
-decoder reaches 50% MFU on an H100 (BENCHMARKS.md).
+`head_float32=False` the output projection in the compute dtype: the settings of the GPU MFU measurement in
+BENCHMARKS.md.
 
 Training it by hand, e.g. on random tokens (the language-model task wiring lives in the data and loss modules):
 
