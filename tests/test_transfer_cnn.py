@@ -79,9 +79,12 @@ def _one_line_error(result) -> str:
 
 
 @pytest.mark.slow  # two CLI training runs (pretrain, finetune): about 35 s
-def test_finetune_onto_accessories_freezes_the_backbone_and_trains_a_new_head(fashion_run, data_dir, tmp_path):
+def test_finetune_onto_accessories_freezes_the_backbone_and_trains_a_new_head(fashion_env, fashion_run, data_dir,
+                                                                            tmp_path):
     workdir = str(tmp_path / "accessories")
-    result = run_jtrain(["finetune", *FINETUNE, "--pretrained", fashion_run, "--workdir", workdir], data_dir)
+    # The small IDX files the datasets were prepared from: prepared data is keyed by its input files' content.
+    result = run_jtrain(["finetune", *FINETUNE, "--pretrained", fashion_run, "--workdir", workdir], data_dir,
+                        fashion_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "6 loaded, 2 newly initialised (2 skipped by init.skip)" in result.stderr
 
@@ -107,7 +110,7 @@ def test_finetune_onto_accessories_freezes_the_backbone_and_trains_a_new_head(fa
 
 
 @pytest.mark.slow  # one pretraining run plus two failing starts: about 25 s
-def test_a_pretrained_cnn_that_does_not_fit_is_a_one_line_error(fashion_run, data_dir, tmp_path):
+def test_a_pretrained_cnn_that_does_not_fit_is_a_one_line_error(fashion_env, fashion_run, data_dir, tmp_path):
     # 8x8 digits: the convolutions fit any image size, the dense layer after them does not (7x7 vs 2x2 maps).
     result = run_jtrain(["finetune", *FINETUNE, "--config.data.name=digits", "--config.data.splits.train=",
                          "--pretrained", fashion_run, "--workdir", str(tmp_path / "small")], data_dir)
@@ -116,7 +119,7 @@ def test_a_pretrained_cnn_that_does_not_fit_is_a_one_line_error(fashion_run, dat
     assert "shape mismatch: Dense_0/kernel: checkpoint (392, 16) -> model (32, 16)" in line
 
     result = run_jtrain(["finetune", *FINETUNE, "--config.init.skip=('Head/.*',)", "--pretrained", fashion_run,
-                         "--workdir", str(tmp_path / "typo")], data_dir)
+                         "--workdir", str(tmp_path / "typo")], data_dir, fashion_env)
     line = _one_line_error(result)
     assert "'init.skip'" in line and "'Head/.*' matches no model or checkpoint path" in line
     assert not os.path.exists(os.path.join(tmp_path / "typo", "checkpoints", "20"))
