@@ -29,7 +29,7 @@ from jtrain import mesh as mesh_lib
 from jtrain import models
 from jtrain import sharding
 from jtrain.data.source import DatasetSpec
-from jtrain.errors import ConfigError, UserError
+from jtrain.errors import UserError
 from jtrain.state import count_params
 
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
