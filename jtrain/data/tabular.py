@@ -10,7 +10,9 @@ Pipeline(SimpleImputer, StandardScaler / RobustScaler / MinMaxScaler) and OneHot
   categorical  values compared as strings of the frame's own values (4.0 -> "4", True -> "True"); missing
                (NaN / None / pd.NA / blank strings) imputed with the most frequent category or "missing";
                categories sorted (numerically when every value is a number); one-hot with an extra
-               "<col>=<unseen>" column, or ordinal codes with code len(categories) for unseen values (not scaled)
+               "<col>=<unseen>" column, or ordinal codes with code len(categories) for unseen values (not scaled);
+               `transform` counts unseen values per column (a "missing" constant never seen in training also lands
+               in the bucket, uncounted)
   indicator    with `missing_indicator`, a 0/1 "<col>_missing" column after each column that had missing values
                in training
   datetime     seconds since 1970-01-01 UTC (float), then treated as numeric
@@ -224,7 +226,7 @@ class Preparation:
     def transform(self, df: pd.DataFrame, source: str = "") -> tuple[np.ndarray, dict[str, int]]:
         _require(df, [c["name"] for c in self._state["columns"]], source, "feature column")
         n, onehot = len(df), self.options.encode == "onehot"
-        x = np.zeros((len(self.feature_names), n), np.float32)  # (D, N): each feature's values contiguous
+        x = np.zeros((n, len(self.feature_names)), np.float32)  # (N, D)
         unseen, j = {}, 0
         for c in self._state["columns"]:
             col = c["name"]
@@ -234,7 +236,7 @@ class Preparation:
                 v[missing] = c["impute"]
                 if c["clip"] is not None:
                     np.clip(v, c["clip"][0], c["clip"][1], out=v)
-                x[j] = (v - c["center"]) / c["scale"]
+                x[:, j] = (v - c["center"]) / c["scale"]
                 j += 1
             else:
                 codes, _, keys = _factorize(df[col])
@@ -247,15 +249,15 @@ class Preparation:
                     unseen[col] = count
                 mapped[missing] = index.get(c["impute"], known)
                 if onehot:
-                    x[j + mapped, np.arange(n)] = 1.0
+                    x[np.arange(n), j + mapped] = 1.0
                     j += known + 1
                 else:
-                    x[j] = mapped
+                    x[:, j] = mapped
                     j += 1
             if c["indicator"]:
-                x[j] = missing
+                x[:, j] = missing
                 j += 1
-        return np.ascontiguousarray(x.T), unseen  # (N, D)
+        return x, unseen
 
     def encode_target(self, series: pd.Series, source: str = "") -> np.ndarray:
         t = self._state["target"]
