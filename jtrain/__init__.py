@@ -4,7 +4,9 @@ from jtrain.compare import compare
 from jtrain.config import apply_overrides, default_config, load_experiment
 from jtrain.errors import ConfigError, DataError, UserError
 from jtrain.evaluate import evaluate
+from jtrain.predict import predict
 from jtrain.sample import sample
+from jtrain import data
 from jtrain.models import nnx_model
 from jtrain.state import TrainState
 from jtrain.train import train
@@ -18,8 +20,10 @@ __all__ = [
     "__version__",
     "apply_overrides",
     "compare",
+    "data",
     "default_config",
     "evaluate",
+    "predict",
     "sample",
     "load_experiment",
     "nnx_model",

@@ -1,4 +1,4 @@
-"""`jtrain train|finetune|eval|prepare ...`: thin wrappers over the public functions.
+"""`jtrain train|finetune|eval|predict|prepare ...`: thin wrappers over the public functions.
 
 User mistakes (unknown config key, wrong type, missing file or data) print one line and exit with code 2.
 """
@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
         command.add_argument("--num_processes", type=int, default=None, help="processes in the run")
         command.add_argument("--process_id", type=int, default=None, help="this process's index, 0-based")
+
+    prd = sub.add_parser("predict", help="predictions of a run on new rows, images or arrays")
+    prd.add_argument("--workdir", required=True)
+    prd.add_argument("--input", required=True, help="a CSV / Parquet / JSON table, .npz, an image or a folder of images")
+    prd.add_argument("--output", required=True, help="preds.csv, or .jsonl for JSON lines")
+    prd.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
 
     insp = sub.add_parser("inspect", help="show a checkpoint: step, metrics, config, parameter tree")
     insp.add_argument("path", nargs="?", default=None, help="workdir, its checkpoints/ dir, or a step dir")
@@ -128,6 +134,14 @@ def run(argv: list[str]) -> int:
 
         print(format_table({"step": report["step"], "test" if args.split not in ("train", "val") else args.split: report}))
         print(json.dumps({"split": args.split, "step": report["step"], **scalars(report)}))
+    elif args.command == "predict":
+        from jtrain.predict import write
+
+        frame = jtrain.predict(args.workdir, args.input, args.step)
+        write(frame, args.output)
+        unseen = frame.attrs.get("unseen") or {}
+        print(f"wrote {len(frame)} predictions (checkpoint step {frame.attrs['step']}) to {args.output}"
+              + (f"; categories unseen in training: {', '.join(f'{c} {n}' for c, n in unseen.items())}" if unseen else ""))
     elif args.command == "inspect" and args.path:
         from jtrain import inspect_checkpoint
 

@@ -128,15 +128,17 @@ def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     raise ConfigError("config key 'train.steps': set train.steps or train.epochs (both are 0)")
 
 
-def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None, devices=None) -> Run:
+def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None, devices=None,
+          fitted: dict | None = None) -> Run:
     """`data` and `devices` default to the source `config.data` names and all devices; a source given in Python
     (jtrain.train(..., data=source)) comes in as `data`, and `jtrain plan` passes a shape-only one and the
-    devices of a topology this machine does not have (jtrain/plan.py)."""
+    devices of a topology this machine does not have (jtrain/plan.py). `fitted` is the preparation a run of
+    one's own data saved (jtrain/data/own.py), applied instead of fitting again."""
     validate(config)
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     mesh_lib.check_batch(config.data.batch_size, mesh, "data.batch_size")
     mesh_lib.check_batch(config.data.eval_batch_size or config.data.batch_size, mesh, "data.eval_batch_size")
-    data = data_lib.load(config.data) if data is None else data
+    data = data_lib.load(config.data, fitted) if data is None else data_lib.bind(data, config.data, fitted)
     method = methods.build(config)
     method.check_data(data.spec)
     model = models.build(config.model, method.output_width(data.spec))
@@ -162,7 +164,8 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
     step_options = dict(penalty=losses.penalty(config.loss), accumulate_steps=config.optim.accumulate_steps,
                         grad_norm=config.train.log_grad_norm)
     step_fn = make_train_step(model, tx, method, schedule, config.train.on_nonfinite, **step_options)
-    eval_fn = make_eval_step(model, method)
+    decode = getattr(data, "target_decode", None)  # e.g. a log target back to its units for the metrics
+    eval_fn = make_eval_step(model, method, decode() if decode and method.task == "regression" else None)
     train_step = sharding.pinned(step_fn, mesh, rules)
     chunk_sharding = mesh_lib.batch_sharding(mesh, stacked=True)
 

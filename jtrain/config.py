@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, dropout and data shuffling; same seed -> same run
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py), or "package.module:factory" for a source of your own (jtrain/data/source.py)
+    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py); your own files: csv:PATH, parquet:PATH, json:PATH, npz:PATH, images:DIR, hf:NAME_OR_PATH (jtrain/data/own.py); or "package.module:factory" for a source of your own (jtrain/data/source.py)
     c.data.dir = ""  # TFDS data directory; "" = $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets
     c.data.batch_size = 64  # global training batch size (split over the data-parallel devices)
     c.data.eval_batch_size = 0  # global eval batch size; 0 = same as batch_size
@@ -53,6 +53,27 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.jsonl.train = ""  # JSONL of {"prompt", "response"} (data.name=shakespeare_sft) or {"prompt", "chosen", "rejected"} (shakespeare_pref); "" = the builtin pairs
     c.data.jsonl.val = ""  # held-out JSONL evaluated during training (with data.jsonl.train); "" = no val
     c.data.jsonl.test = ""  # held-out JSONL evaluated at the end (with data.jsonl.train); "" = no test
+    # Your own data (jtrain/data/own.py): data.name = csv:PATH, parquet:PATH, json:PATH, npz:PATH, images:DIR or hf:NAME_OR_PATH
+    c.data.target = ""  # tables: the column to predict (required for csv / parquet / json / hf tables)
+    c.data.features = ""  # tables: comma-separated feature columns; "" = every column but the target and data.drop
+    c.data.categorical = ""  # tables: comma-separated columns to treat as categories (strings are already)
+    c.data.numeric = ""  # tables: comma-separated columns to treat as numbers
+    c.data.drop = ""  # tables: comma-separated columns to leave out
+    c.data.task = "auto"  # auto | classification | regression; auto = regression for a float target, else classification
+    c.data.missing_target = "error"  # error | drop: rows whose target is missing
+    c.data.split_ratios = (0.7, 0.15, 0.15)  # train / val / test fractions when one file (or pool) holds every row; stratified for classification
+    c.data.split_seed = 0  # the shuffle of that split (apart from `seed`, so runs of other seeds see the same split)
+    c.data.image_size = (0, 0)  # images: (height, width) every image is resized to; (0, 0) = the first image's size
+    c.data.image_channels = 0  # images: 1 (grayscale) or 3 (RGB); 0 = from the first image
+    c.data.prep = ml_collections.ConfigDict()  # table preparation, fitted on the training split only (jtrain/data/tabular.py)
+    c.data.prep.impute_numeric = "mean"  # mean | median | most_frequent | constant (data.prep.fill_value)
+    c.data.prep.impute_categorical = "most_frequent"  # most_frequent | constant (the category "missing")
+    c.data.prep.fill_value = 0.0  # the constant of impute_numeric=constant
+    c.data.prep.missing_indicator = False  # add a 0/1 column per feature that had missing values in training
+    c.data.prep.encode = "onehot"  # onehot (plus a column for categories unseen in training) | ordinal
+    c.data.prep.scale = "standard"  # standard | robust | minmax | none, for numeric columns
+    c.data.prep.clip_quantiles = (0.0, 1.0)  # clip numeric columns to these training quantiles first; (0, 1) = off
+    c.data.prep.log_target = False  # regression: train on log(target); metrics and predictions stay in the target's units
     c.data.eval_examples = 0  # post-training datasets: evaluate at most this many val/test examples, evenly spaced; 0 = all
 
     c.model = ml_collections.ConfigDict()
@@ -350,6 +371,24 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.data.batch_size > 0, "data.batch_size", f"must be > 0, got {c.data.batch_size}")
     need(c.data.eval_batch_size >= 0, "data.eval_batch_size", "must be >= 0")
     need(c.data.in_memory_mb >= 0, "data.in_memory_mb", "must be >= 0 (0 = never decode into memory)")
+    choices = {"data.task": ("auto", "classification", "regression"), "data.missing_target": ("error", "drop"),
+               "data.prep.impute_numeric": ("mean", "median", "most_frequent", "constant"),
+               "data.prep.impute_categorical": ("most_frequent", "constant"), "data.prep.encode": ("onehot", "ordinal"),
+               "data.prep.scale": ("standard", "robust", "minmax", "none")}
+    for key, allowed in choices.items():
+        value = c.data
+        for part in key.split(".")[1:]:
+            value = value[part]
+        need(value in allowed, key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    ratios = c.data.split_ratios
+    need(len(ratios) in (2, 3) and all(r >= 0 for r in ratios) and ratios[0] > 0 and abs(sum(ratios) - 1) < 1e-6,
+         "data.split_ratios", f"must be (train, val) or (train, val, test) fractions >= 0 summing to 1, got {ratios}")
+    lo, hi = (tuple(c.data.prep.clip_quantiles) + (1.0,))[:2]
+    need(len(c.data.prep.clip_quantiles) == 2 and 0 <= lo < hi <= 1, "data.prep.clip_quantiles",
+         f"must be (low, high) with 0 <= low < high <= 1, got {c.data.prep.clip_quantiles}")
+    need(len(c.data.image_size) == 2 and min(c.data.image_size) >= 0, "data.image_size",
+         f"must be (height, width), (0, 0) = the first image's size, got {c.data.image_size}")
+    need(c.data.image_channels in (0, 1, 3), "data.image_channels", f"must be 0 (from the first image), 1 or 3, got {c.data.image_channels}")
     need(c.train.steps >= 0, "train.steps", "must be >= 0")
     need(c.train.epochs >= 0, "train.epochs", "must be >= 0")
     need(c.train.log_every_steps > 0, "train.log_every_steps", "must be > 0")

@@ -85,10 +85,26 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
-def make_eval_step(model: nn.Module, method: Method) -> Callable[[TrainState, Batch], dict]:
-    """(state, batch) -> the method's sums of the batch (jtrain/metrics.py accumulates them over a split)."""
+def make_eval_step(model: nn.Module, method: Method, decode: Callable | None = None) -> Callable[[TrainState, Batch], dict]:
+    """(state, batch) -> the method's sums of the batch (jtrain/metrics.py accumulates them over a split).
+    `decode` maps regression outputs and targets to the target's units first (a log target's exp)."""
+    if decode is not None:
+        model = _Decoded(model, decode)
 
     def eval_step(state: TrainState, batch: Batch) -> dict:
+        if decode is not None:
+            batch = {**batch, "targets": decode(batch["targets"])}
         return method.eval_sums(model, state, batch)
 
     return eval_step
+
+
+class _Decoded:
+    """The model with `decode` applied to its outputs: the metrics see predictions in the target's units."""
+
+    def __init__(self, model: nn.Module, decode: Callable):
+        self.model, self.decode = model, decode
+
+    def apply(self, *args, **kwargs):
+        out = self.model.apply(*args, **kwargs)
+        return (self.decode(out[0]), *out[1:]) if isinstance(out, tuple) else self.decode(out)

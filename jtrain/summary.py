@@ -30,3 +30,26 @@ def _cell(value) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.4f}"
+
+
+def data_summary(report: dict) -> str:
+    """A few lines from data_report.json (jtrain/data/own.py): rows per split, features, missing values, classes."""
+    roles = report.get("roles", {})
+    lines = ["data: " + ", ".join(f"{role} {entry['rows']:,} rows" for role, entry in roles.items())
+             + (f"; {report['features_in']} features after preparation" if "features_in" in report else "")]
+    missing: dict[str, int] = {}
+    for entry in roles.values():
+        for column, count in entry.get("missing", {}).items():
+            missing[column] = missing.get(column, 0) + count
+    if missing:
+        lines.append("  missing values: " + ", ".join(f"{c} {n}" for c, n in sorted(missing.items())))
+    balance = roles.get("train", {}).get("class_balance")
+    if balance:
+        lines.append("  classes (train): " + ", ".join(f"{c} {n}" for c, n in balance.items()))
+    for role, entry in roles.items():
+        if entry.get("dropped_missing_target"):
+            lines.append(f"  {role}: {entry['dropped_missing_target']} rows without a target left out")
+        if entry.get("unseen_categories"):
+            lines.append(f"  {role}: categories unseen in training: "
+                         + ", ".join(f"{c} {n}" for c, n in entry["unseen_categories"].items()))
+    return "\n".join(lines)

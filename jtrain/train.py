@@ -32,6 +32,7 @@ from jtrain import metrics as metrics_lib
 from jtrain import pretrained, summary as summary_lib
 from jtrain import sharding as sharding_lib
 from jtrain import throughput
+from jtrain import workdir as workdir_lib
 from jtrain.early_stopping import BestTracker
 from jtrain.errors import TrainingError, UserError
 from jtrain.evaluate import evaluate_split
@@ -52,13 +53,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
     if data is not None:
         config = config.copy_and_resolve_references()
         config.data.name = data_lib.python_name(data)
-    run = components.build(config, data=data)
+    # A run of one's own data prepares it as it first did (jtrain/data/own.py), not as refitted now.
+    run = components.build(config, data=data, fitted=workdir_lib.read_fitted(workdir))
     distributed.check_same_run(config_lib.to_json(config), __version__)
     is_main = jax.process_index() == 0
     workdir = _writable_workdir(workdir)
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_lib.to_json(config))
+        _write_data_records(workdir, run.data)
     best = BestTracker(config.eval.best_metric, config.eval.best_mode, config.train.early_stopping_patience,
                        config.train.early_stopping_min_delta) if config.eval.best_metric else None
     ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.max_to_keep,
@@ -86,7 +89,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
 
     def meta_at(step: int) -> dict:  # what a checkpoint records beside the arrays
         return {"step": step, "jtrain_version": __version__, "config": config.to_dict(),
-                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None}
+                "mesh": dict(run.mesh.shape), "skipped_steps": skipped, "best": best.state_dict() if best else None,
+                "data_fitted": getattr(run.data, "fitted", None)}
 
     total = run.total_steps
     speed = throughput.for_run(run)  # tokens/s and MFU for language models; None otherwise
@@ -325,6 +329,19 @@ def _log_line(step: int, total: int, split: str, metrics: dict, method_keys: tup
     keys = set(method_keys) | set(_SPEED_KEYS)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in keys)
     return f"step {step}/{total} {split}: {shown}"
+
+
+def _write_data_records(workdir: str, data) -> None:
+    """What a source of one's own data fitted (preparation.json: `jtrain eval`, `predict` and resumes apply it)
+    and what it read (data_report.json, summarised in the log)."""
+    fitted, report = getattr(data, "fitted", None), getattr(data, "report", None)
+    if fitted:
+        with open(os.path.join(workdir, workdir_lib.FITTED_FILE), "w") as f:
+            json.dump(fitted, f, indent=1)
+    if report:
+        with open(os.path.join(workdir, "data_report.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        print(summary_lib.data_summary(report))
 
 
 def _write_outputs(workdir: str, summary: dict, run: components.Run) -> None:

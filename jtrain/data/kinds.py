@@ -1,5 +1,6 @@
 """Which reader opens `data.name`: the one place that dispatches on the kind of dataset.
 
+    csv: parquet: json: npz: images: hf:   your own files (jtrain/data/own.py)
     "package.module:factory"   your own source: factory(config.data) returns it (jtrain/data/source.py)
     a builtin name             by its registry spec (jtrain/data/registry.py):
         examples = sft / preference, or data.jsonl.*   post-training rows (jtrain/data/sft.py, preference.py)
@@ -8,7 +9,8 @@
 
 A source passed in Python (`jtrain.train(config, workdir, data=source)`) is recorded in config.json as
 `data.name = "python:<its class>"`, which no reader opens: `jtrain.evaluate(workdir, split, data=source)` and
-a resume need the object again.
+a resume need the object again. A source object with `bind(config.data)` (jtrain.data.from_arrays) is bound to
+the run's data config first (`bind`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import pipeline, preference, registry, sft, text
+from jtrain.data import own, pipeline, preference, registry, sft, text
 from jtrain.data.source import DatasetSpec, Source
 from jtrain.errors import DataError
 
 PYTHON_PREFIX = "python:"
 
 
-def load(config: ml_collections.ConfigDict) -> Source:
-    """The source of `config.data` (a builtin dataset is prepared on first use)."""
+def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Source:
+    """The source of `config.data` (a builtin dataset is prepared on first use). `fitted` is what a run of one's
+    own files saved (WORKDIR/preparation.json): its data is prepared with it instead of fitting again."""
     if config.name.startswith(PYTHON_PREFIX):
         raise DataError(f"data.name={config.name!r}: this run was trained on a data source given in Python; pass "
                         f"it again: jtrain.evaluate(workdir, split, data=source) or "
                         f"jtrain.train(config, workdir, data=source)")
+    if own.kind_of(config.name):
+        return own.load(config, fitted)
     if ":" in config.name:
         return external(config)
     spec = registry.get_spec(config.name)
@@ -70,3 +75,8 @@ def external(config: ml_collections.ConfigDict) -> Source:
 def python_name(source) -> str:
     """The data.name config.json records for a source passed in Python."""
     return f"{PYTHON_PREFIX}{type(source).__module__}.{type(source).__qualname__}"
+
+
+def bind(source, config: ml_collections.ConfigDict, fitted: dict | None = None) -> Source:
+    """A source given in Python, bound to the run's data config when it asks to be (jtrain.data.from_arrays)."""
+    return source.bind(config, fitted) if hasattr(source, "bind") else source
