@@ -278,3 +278,76 @@ def test_a_bad_file_from_the_cli_exits_2_and_keeps_the_runs_files(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no target column 'species'" in lines[0], result.stderr
     assert os.listdir(workdir) == ["notes.txt"]
+
+
+def test_a_tfds_catalog_dataset_offline(tmp_path, monkeypatch, digits_data_dir):
+    from jtrain.data import catalog, registry
+
+    # Tests reach nothing but loopback: a closed local port stands in for TFDS's servers out of reach.
+    monkeypatch.setattr(catalog, "PROBE", ("127.0.0.1", 9))
+    config = _config(PENGUINS, str(tmp_path / "empty"), name="tfds:mnist")
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(DataError) as raised:
+        jtrain.data.load(config.data)
+    assert time.monotonic() - start < 5
+    assert "not prepared in" in str(raised.value) and "download_and_prepare" in str(raised.value)
+    with pytest.raises(DataError, match="no dataset 'no_such_set' in the TFDS catalog"):
+        jtrain.data.load(_config(PENGUINS, str(tmp_path), name="tfds:no_such_set").data)
+    # A dataset already prepared in the data dir needs no network: jtrain's own digits builder, as TFDS knows it.
+    prepared = os.path.dirname(os.path.dirname(registry.prepare("digits", digits_data_dir)))
+    config = _config("experiments/digits_cnn.py", prepared, name="tfds:digits")
+    config.train.steps = 60
+    summary = jtrain.train(config, str(tmp_path / "run"))
+    assert summary["test"]["accuracy"] > 0.5
+
+
+def test_a_resumed_csv_run_equals_an_uninterrupted_one_and_keeps_its_preparation(tmp_path):
+    path = tmp_path / "penguins.csv"
+    _penguins().to_csv(path, index=False)
+    config = _config(PENGUINS, str(tmp_path / "data"), name=f"csv:{path}")
+    straight = jtrain.train(config, str(tmp_path / "straight"))
+    resumed_dir = str(tmp_path / "resumed")
+    config.train.steps = 20  # stops at the step-20 checkpoint
+    jtrain.train(config, resumed_dir)
+    fitted = json.load(open(os.path.join(resumed_dir, "preparation.json")))
+    config.train.steps = 30
+    resumed = jtrain.train(config, resumed_dir)
+    assert json.load(open(os.path.join(resumed_dir, "preparation.json"))) == fitted
+    assert resumed["test"]["loss"] == pytest.approx(straight["test"]["loss"], rel=1e-6)
+    assert resumed["test"]["accuracy"] == straight["test"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_csv_like_one(tmp_path):
+    import subprocess
+    import sys
+
+    from _cli import REPO_ROOT
+    from test_multiprocess import _free_port, _losses
+
+    path = tmp_path / "penguins.csv"
+    _penguins().to_csv(path, index=False)
+    args = ["train", "--config", PENGUINS, *SMOKE_OVERRIDES, f"--config.data.name=csv:{path}",
+            "--config.data.eval_batch_size=32"]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    single = run_jtrain([*args, "--workdir", one], str(tmp_path / "data1"),
+                        {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    port = _free_port()
+    env = {**os.environ, "JTRAIN_NO_PROGRESS": "1", "JTRAIN_DATA_DIR": str(tmp_path / "data2"), "PYTHONPATH": REPO_ROOT,
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    procs = [subprocess.Popen([sys.executable, "-m", "jtrain", *args, "--workdir", two, "--coordinator",
+                               f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)], cwd=REPO_ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    a, b = _losses(one), _losses(two)
+    assert a.keys() == b.keys() and len(a) >= 3
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4, abs=1e-5), step
+    s1, s2 = (json.load(open(os.path.join(w, "summary.json"))) for w in (one, two))
+    assert s2["test"]["num_examples"] == s1["test"]["num_examples"] > 0
+    assert s2["test"]["loss"] == pytest.approx(s1["test"]["loss"], rel=1e-4)

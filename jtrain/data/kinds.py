@@ -1,6 +1,7 @@
 """Which reader opens `data.name`: the one place that dispatches on the kind of dataset.
 
     csv: parquet: json: npz: images: hf:   your own files (jtrain/data/own.py)
+    tfds:NAME                  a TFDS catalog dataset (jtrain/data/catalog.py)
     "package.module:factory"   your own source: factory(config.data) returns it (jtrain/data/source.py)
     a builtin name             by its registry spec (jtrain/data/registry.py):
         examples = sft / preference, or data.jsonl.*   post-training rows (jtrain/data/sft.py, preference.py)
@@ -19,7 +20,7 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import own, pipeline, preference, registry, sft, text
+from jtrain.data import catalog, own, pipeline, preference, registry, sft, text
 from jtrain.data.source import DatasetSpec, Source
 from jtrain.errors import DataError
 
@@ -35,6 +36,8 @@ def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Sourc
                         f"jtrain.train(config, workdir, data=source)")
     if own.kind_of(config.name):
         return own.load(config, fitted)
+    if config.name.startswith("tfds:"):
+        return catalog.load(config)
     if ":" in config.name:
         return external(config)
     spec = registry.get_spec(config.name)
