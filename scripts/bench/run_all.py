@@ -19,7 +19,7 @@ import time
 
 import harness
 
-SCRIPTS = ("overhead", "peers", "input_pipeline", "startup", "checkpoint", "time_to_accuracy", "mfu")
+SCRIPTS = ("overhead", "peers", "input_pipeline", "own_data", "startup", "checkpoint", "time_to_accuracy", "mfu")
 
 
 def cpu_model() -> str:
