@@ -208,6 +208,8 @@ def test_a_dataframe_and_arrays_given_in_python(tmp_path):
     assert summary["test"]["accuracy"] > 0.8
     preds = jtrain.predict(str(tmp_path / "frame"), _penguins().drop(columns=["species"]).head(3))
     assert list(preds.columns[1:]) == ["prediction", "Adelie", "Chinstrap", "Gentoo"]
+    with pytest.raises(DataError, match="'island'"):  # a column the preparation needs, missing at predict time
+        jtrain.predict(str(tmp_path / "frame"), _penguins().drop(columns=["species", "island"]).head(3))
 
     wine = load_wine()
     summary = jtrain.train(config, str(tmp_path / "arrays"),
