@@ -55,13 +55,13 @@ def sklearn_scores(config, seeds: int) -> dict[str, list[float]]:
     def prepared():
         return ColumnTransformer([
             ("num", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()), numeric),
-            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")),
+            ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
              categorical)])
 
-    def as_text(frame):
+    def as_text(frame):  # categories as strings (Cylinders is a number), missing ones left missing
         frame = frame.copy()
-        frame[categorical] = frame[categorical].astype(object).where(frame[categorical].notna(), np.nan).astype(str)
-        frame[categorical] = frame[categorical].replace("nan", np.nan)
+        for c in categorical:
+            frame[c] = frame[c].map(lambda v: v if v is None or v != v else str(v)).astype(object)
         return frame
 
     x_train, x_test = as_text(train), as_text(test)
