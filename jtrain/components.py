@@ -19,6 +19,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
+from jtrain import jax_cache
 from jtrain import data as data_lib
 from jtrain import losses, methods, microbatch, models, optim
 from jtrain import mesh as mesh_lib
@@ -135,6 +136,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
     devices of a topology this machine does not have (jtrain/plan.py). `fitted` is the preparation a run of
     one's own data saved (jtrain/data/own.py), applied instead of fitting again."""
     validate(config)
+    jax_cache.enable()  # before the first compilation: a re-run loads the programs compiled before
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     mesh_lib.check_batch(config.data.batch_size, mesh, "data.batch_size")
     mesh_lib.check_batch(config.data.eval_batch_size or config.data.batch_size, mesh, "data.eval_batch_size")
