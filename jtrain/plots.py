@@ -27,12 +27,13 @@ _RECORD_KEYS = ("step", "split")
 _MAX_ANNOTATED_CLASSES = 30
 
 
-def _save(fig: plt.Figure, path: str) -> str:
+def _save(fig: plt.Figure, path: str, tight: bool = True) -> str:
     try:
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+        # A tight bounding box costs a second rendering pass; figures laid out by tight_layout do without it.
+        fig.savefig(path, format="png", dpi=100, bbox_inches="tight" if tight else None)
     finally:
         plt.close(fig)
     return path
@@ -47,11 +48,17 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def plot_training_curves(records: Sequence[dict[str, Any]], path: str) -> str:
-    """Plots every scalar metric of metrics.jsonl-style records against step, one line per split.
+# Panels besides the method's own metrics: what the optimiser did and how fast the run went.
+_EXTRA_PANELS = ("learning_rate", "examples_per_sec")
+_SMOOTHED = ("examples_per_sec",)  # noisy per-window rates: a running mean over a few windows reads better
 
-    One subplot per metric name (loss, accuracy, learning_rate, ...). Non-scalar values (e.g. a
-    confusion matrix) are skipped. Returns `path`.
+
+def plot_training_curves(records: Sequence[dict[str, Any]], path: str, keys: Sequence[str] | None = None) -> str:
+    """Plots the scalar metrics of metrics.jsonl-style records against step, one line per split.
+
+    One panel per metric of `keys` (a method's log keys, e.g. loss and accuracy; None = every metric), then the
+    learning rate and a smoothed throughput. Only series of at least two points are drawn: a lone final test
+    value is a number for summary.json, not a curve. Returns `path`.
     """
     # series[metric][split] = {step: value}; a dict so a step logged twice (a resumed run repeating
     # steps after its last checkpoint) keeps the latest value instead of drawing a zigzag.
@@ -63,31 +70,36 @@ def plot_training_curves(records: Sequence[dict[str, Any]], path: str) -> str:
             if name in _RECORD_KEYS or not _is_scalar(value):
                 continue
             series.setdefault(name, {}).setdefault(split, {})[step] = float(value)
-    if not series:
-        raise ValueError("no scalar metrics to plot")
+    wanted = list(series) if keys is None else [*keys, *_EXTRA_PANELS]
+    panels = {name: {split: points for split, points in series[name].items() if len(points) >= 2}
+              for name in dict.fromkeys(wanted) if name in series}
+    panels = {name: by_split for name, by_split in panels.items() if by_split}
+    if not panels:
+        raise ValueError("no metric with at least two points to plot")
 
-    # One colour per split across all subplots, so "val" looks the same in every panel.
-    splits = sorted({split for by_split in series.values() for split in by_split}, key=_split_rank)
+    # One colour per split across all panels, so "val" looks the same in every one.
+    splits = sorted({split for by_split in panels.values() for split in by_split}, key=_split_rank)
     colors = {split: f"C{i}" for i, split in enumerate(splits)}
 
-    ncols = min(3, len(series))
-    nrows = math.ceil(len(series) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.5 * nrows), squeeze=False)
-    for ax, (name, by_split) in zip(axes.flat, series.items()):
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, (name, by_split) in zip(axes.flat, panels.items()):
         for split in sorted(by_split, key=_split_rank):
             steps = sorted(by_split[split])
-            values = [by_split[split][s] for s in steps]
-            # A line needs two points; a lone point (e.g. the final test evaluation) gets a marker.
-            marker = "o" if len(steps) == 1 else None
-            ax.plot(steps, values, marker=marker, color=colors[split], label=split or "(no split)")
-        ax.set_title(name)
+            values = np.asarray([by_split[split][s] for s in steps])
+            if name in _SMOOTHED and len(values) >= 3:
+                values = np.convolve(np.pad(values, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+            ax.plot(steps, values, color=colors[split], label=split or "(no split)")
+        ax.set_title(f"{name} ({', '.join(sorted(by_split, key=_split_rank))})")
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(series):]:
+        if len(by_split) > 1:
+            ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_confusion_matrix(

@@ -351,7 +351,9 @@ def _write_outputs(workdir: str, summary: dict, run: components.Run) -> None:
         json.dump(summary, f, indent=2, sort_keys=True)
     plot_dir = os.path.join(workdir, "plots")
     os.makedirs(plot_dir, exist_ok=True)
-    plots.plot_training_curves(read_metrics(workdir), os.path.join(plot_dir, "training_curves.png"))
+    records = read_metrics(workdir)
+    with contextlib.suppress(ValueError):  # a run too short for any curve of two points
+        plots.plot_training_curves(records, os.path.join(plot_dir, "training_curves.png"), run.method.log_keys)
     for role in ("val", "test"):
         if "confusion_matrix" in summary.get(role, {}):
             plots.plot_confusion_matrix(np.asarray(summary[role]["confusion_matrix"]), list(run.data.spec.class_names),

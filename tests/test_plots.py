@@ -40,6 +40,19 @@ def test_training_curves(tmp_path):
     _assert_png(path, plot_training_curves(records, str(path)))
 
 
+def test_training_curves_draw_the_methods_keys_with_two_points_or_more(tmp_path, monkeypatch):
+    import jtrain.plots as plots_module
+
+    drawn = []
+    monkeypatch.setattr(plots_module, "_save", lambda fig, path, tight=True: drawn.append(
+        [ax.get_title() for ax in fig.axes if ax.get_visible()]) or plt.close(fig) or path)
+    records = [{"step": s, "split": "train", "loss": 1.0 / s, "accuracy": 0.5, "learning_rate": 1e-3,
+                "examples_per_sec": 100.0 + s, "skipped_steps": 0} for s in (10, 20, 30)]
+    records += [{"step": 30, "split": "test", "accuracy": 0.9, "precision_macro": 0.9}]  # one point each
+    plot_training_curves(records, str(tmp_path / "x.png"), keys=("loss", "accuracy", "f1_macro"))
+    assert drawn == [["loss (train)", "accuracy (train)", "learning_rate (train)", "examples_per_sec (train)"]]
+
+
 def test_training_curves_without_scalars_raises(tmp_path):
     with pytest.raises(ValueError):
         plot_training_curves([{"step": 1, "split": "val", "confusion": [[1]]}], str(tmp_path / "x.png"))
