@@ -37,3 +37,17 @@ class TimeBudget:
         out = {f"{k}_s": v for k, v in self.seconds.items()}
         out.update(step_s=step, total_s=total, goodput=step / total)
         return out
+
+
+def since_process_start() -> float | None:
+    """Seconds since this process started (interpreter, imports, config), from /proc; None where unknown."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time after boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None

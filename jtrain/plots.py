@@ -139,7 +139,7 @@ def plot_confusion_matrix(
                 color = "white" if value > threshold else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def plot_roc_curve(fpr: Any, tpr: Any, auc: float, path: str) -> str:

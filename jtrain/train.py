@@ -36,6 +36,7 @@ from jtrain import workdir as workdir_lib
 from jtrain.early_stopping import BestTracker
 from jtrain.errors import TrainingError, UserError
 from jtrain.evaluate import evaluate_split
+from jtrain import goodput as goodput_lib
 from jtrain.goodput import TimeBudget
 from jtrain.preemption import Preempted, PreemptionWatcher
 from jtrain.progress import ProgressBar
@@ -50,11 +51,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
     `data` is a data source object (jtrain/data/source.py) to train on instead of the one `config.data.name`
     names; config.json then records that it came from Python, so evaluating or resuming the run needs it again."""
     # ------------------------------------------------------------------ build
+    entered = time.perf_counter()
+    # Interpreter, imports, config: the CLI's start-up (a notebook's process is older than any run).
+    before_train = goodput_lib.since_process_start() if _launched_by_cli() else None
     if data is not None:
         config = config.copy_and_resolve_references()
         config.data.name = data_lib.python_name(data)
     # A run of one's own data prepares it as it first did (jtrain/data/own.py), not as refitted now.
     run = components.build(config, data=data, fitted=workdir_lib.read_fitted(workdir))
+    build_s = time.perf_counter() - entered  # data opened (prepared on first use), model, optimizer, shardings
     distributed.check_same_run(config_lib.to_json(config), __version__)
     is_main = jax.process_index() == 0
     workdir = _writable_workdir(workdir)
@@ -243,6 +248,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
         state = state_now()
         end = int(jax.device_get(state.step))
         time_spent = budget.report()  # the loop's own time, before the final evaluation
+        loop_end = time.perf_counter()
 
         # -------------------------------------------------------------- final checkpoint and evaluation
         before_save(end, state)
@@ -270,7 +276,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
         summary["best"] = {"step": best.best_step, "metric": best.metric, "value": best.best_value,
                            "stopped_early": stopped_early}
     if is_main:
-        _write_outputs(workdir, summary, run)
+        _write_plots(workdir, summary, run)
+    # The whole wall time: before train() (the CLI's imports), the build, the loop (time_spent) and the end
+    # (final evaluation and checkpoint, plots).
+    time_spent.update(build_s=build_s, end_s=time.perf_counter() - loop_end)
+    if before_train is not None:
+        time_spent["before_train_s"] = before_train
+    if is_main:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
         print(summary_lib.format_table(summary))
     return summary
 
@@ -344,11 +358,16 @@ def _write_data_records(workdir: str, data) -> None:
         print(summary_lib.data_summary(report))
 
 
-def _write_outputs(workdir: str, summary: dict, run: components.Run) -> None:
+def _launched_by_cli() -> bool:
+    import sys
+
+    launcher = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return launcher == "jtrain" or sys.argv[0].endswith(os.path.join("jtrain", "__main__.py"))
+
+
+def _write_plots(workdir: str, summary: dict, run: components.Run) -> None:
     from jtrain import plots  # matplotlib is slow to import and needed only here, at the end
 
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
     plot_dir = os.path.join(workdir, "plots")
     os.makedirs(plot_dir, exist_ok=True)
     records = read_metrics(workdir)
