@@ -1,6 +1,7 @@
 """jtrain: a JAX training framework. The public API, flat (see README.md for the tour)."""
 
 from jtrain.compare import compare
+from jtrain.cv import cv
 from jtrain.config import apply_overrides, default_config, load_experiment
 from jtrain.errors import ConfigError, DataError, UserError
 from jtrain.evaluate import evaluate
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "apply_overrides",
     "compare",
+    "cv",
     "data",
     "default_config",
     "evaluate",
