@@ -149,7 +149,10 @@ def _write(workdir: str, result: dict) -> None:
 def format_table(result: dict) -> str:
     """Each fold's val metrics, then their mean and standard deviation; the refit's below."""
     metrics = result["metrics"]
-    cell = lambda v: str(v) if isinstance(v, (int, np.integer)) else f"{v:.4f}"  # noqa: E731
+
+    def cell(value) -> str:  # counts as counts
+        return str(value) if isinstance(value, (int, np.integer)) else f"{value:.4f}"
+
     header = ["run", *metrics]
     rows = [[row["run"], *(cell(row[m]) for m in metrics)] for row in result["rows"]]
     rows += [[name, *(f"{result[name][m]:.4f}" for m in metrics)] for name in ("mean", "std")]
@@ -157,7 +160,10 @@ def format_table(result: dict) -> str:
     rows += [[f"refit {role}", *(cell(refit[role][m]) if m in refit[role] else "-" for m in metrics)]
              for role in ("val", "test") if role in refit]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     repeats = f" x {result['repeats']} repeats" if result["repeats"] > 1 else ""
     title = (f"{result['folds']}-fold cross-validation{repeats} of the training split: val metrics per fold "
              f"(std: {result['std_kind']})")
