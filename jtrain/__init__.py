@@ -22,6 +22,7 @@ _LAZY = {
     "TrainState": ("jtrain.state", "TrainState"),
     "apply_overrides": ("jtrain.config", "apply_overrides"),
     "compare": ("jtrain.compare", "compare"),
+    "cv": ("jtrain.cv", "cv"),
     "data": ("jtrain.data", None),
     "default_config": ("jtrain.config", "default_config"),
     "evaluate": ("jtrain.evaluate", "evaluate"),

@@ -1,4 +1,4 @@
-"""`jtrain train|finetune|eval|predict|prepare ...`: thin wrappers over the public functions.
+"""`jtrain train|finetune|cv|eval|predict|prepare ...`: thin wrappers over the public functions.
 
 User mistakes (unknown config key, wrong type, missing file or data) print one line and exit with code 2.
 """
@@ -50,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
     ft.add_argument("--pretrained", required=True, help="jtrain workdir or step dir, Flax .msgpack file, or HF dir")
     ft.add_argument("--workdir", required=True, help="run directory (resumes if it has a checkpoint)")
+
+    cv = sub.add_parser("cv", help="k-fold cross-validation of the training split: a run per fold, the table of "
+                                   "val metrics (mean, std) in WORKDIR/cv.csv; resumes")
+    cv.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
+    cv.add_argument("--workdir", required=True, help="directory of the fold runs (fold-K/), cv.csv and cv.json")
+    cv.add_argument("--folds", type=int, required=True, help="K: folds of the training split (>= 2)")
+    cv.add_argument("--repeats", type=int, default=1, help="repeat the K folds R times, shuffled anew each time")
+    cv.add_argument("--no-stratify", dest="stratify", action="store_false",
+                    help="plain KFold for classification too (default: StratifiedKFold)")
+    cv.add_argument("--group", default="", metavar="COLUMN",
+                    help="a column of your own table whose groups stay in one fold (GroupKFold)")
+    cv.add_argument("--refit", action="store_true",
+                    help="then train on the whole training split (WORKDIR/refit) and evaluate on test")
 
     ev = sub.add_parser("eval", help="evaluate the latest checkpoint of a run")
     ev.add_argument("--workdir", required=True)
@@ -103,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     argv, overrides = _split_config_overrides(argv)
     args = _parser().parse_args(argv)
-    if overrides and args.command not in ("train", "finetune", "plan") and not (args.command == "inspect" and args.config):
-        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `plan` and "
+    if overrides and args.command not in ("train", "finetune", "cv", "plan") and not (args.command == "inspect" and args.config):
+        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `cv`, `plan` and "
                         f"`inspect --config` only")
 
     # Imported here so `jtrain --help` and flag errors answer without loading JAX.
@@ -127,6 +140,11 @@ def run(argv: list[str]) -> int:
         jtrain.apply_overrides(config, overrides)
         jtrain.config.set_value(config, "init.pretrained", args.pretrained)
         jtrain.train(config, args.workdir)
+    elif args.command == "cv":
+        config = jtrain.load_experiment(args.config)
+        jtrain.apply_overrides(config, overrides)
+        jtrain.cv(config, args.workdir, folds=args.folds, repeats=args.repeats, stratify=args.stratify,
+                  group=args.group, refit=args.refit)
     elif args.command == "eval":
         report = jtrain.evaluate(args.workdir, args.split, args.step)
         from jtrain.metrics import scalars

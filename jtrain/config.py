@@ -63,6 +63,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.missing_target = "error"  # error | drop: rows whose target is missing
     c.data.split_ratios = (0.7, 0.15, 0.15)  # train / val / test fractions when one file (or pool) holds every row; stratified for classification
     c.data.split_seed = 0  # the shuffle of that split (apart from `seed`, so runs of other seeds see the same split)
+    c.data.cv = ml_collections.ConfigDict()  # one fold of a k-fold cross-validation of the training split (jtrain cv, jtrain/data/folds.py)
+    c.data.cv.folds = 0  # K folds of the training split: train on the others, validate on data.cv.fold; 0 = no cross-validation
+    c.data.cv.fold = 0  # the held-out fold, 0-based, < data.cv.folds
+    c.data.cv.repeats = 1  # repetitions of the K folds, each shuffled anew (RepeatedStratifiedKFold / RepeatedKFold)
+    c.data.cv.repeat = 0  # which repetition, 0-based, < data.cv.repeats
+    c.data.cv.stratify = True  # classification: stratified folds (StratifiedKFold) on the training labels
+    c.data.cv.group = ""  # a column of your own table whose groups stay in one fold (GroupKFold); "" = rows independent
+    c.data.cv.seed = 0  # the folds' shuffle (scikit-learn's random_state); jtrain cv sets it to the run's seed
     c.data.image_size = (0, 0)  # images: (height, width) every image is resized to; (0, 0) = the first image's size
     c.data.image_channels = 0  # images: 1 (grayscale) or 3 (RGB); 0 = from the first image
     c.data.prep = ml_collections.ConfigDict()  # table preparation, fitted on the training split only (jtrain/data/tabular.py)
@@ -383,6 +391,11 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     ratios = c.data.split_ratios
     need(len(ratios) in (2, 3) and all(r >= 0 for r in ratios) and ratios[0] > 0 and abs(sum(ratios) - 1) < 1e-6,
          "data.split_ratios", f"must be (train, val) or (train, val, test) fractions >= 0 summing to 1, got {ratios}")
+    cv = c.data.cv
+    need(cv.folds == 0 or cv.folds >= 2, "data.cv.folds", f"must be 0 (no cross-validation) or >= 2, got {cv.folds}")
+    need(0 <= cv.fold < max(cv.folds, 1), "data.cv.fold", f"must be in [0, data.cv.folds={cv.folds}), got {cv.fold}")
+    need(cv.repeats >= 1, "data.cv.repeats", f"must be >= 1, got {cv.repeats}")
+    need(0 <= cv.repeat < cv.repeats, "data.cv.repeat", f"must be in [0, data.cv.repeats={cv.repeats}), got {cv.repeat}")
     lo, hi = (tuple(c.data.prep.clip_quantiles) + (1.0,))[:2]
     need(len(c.data.prep.clip_quantiles) == 2 and 0 <= lo < hi <= 1, "data.prep.clip_quantiles",
          f"must be (low, high) with 0 <= low < high <= 1, got {c.data.prep.clip_quantiles}")

@@ -13,7 +13,7 @@ import socket
 import ml_collections
 import numpy as np
 
-from jtrain.data import decoded, registry
+from jtrain.data import decoded, folds, registry
 from jtrain.data.indexed import IndexedSource
 from jtrain.data.source import DatasetSpec, Stats, resolve_splits
 from jtrain.errors import DataError
@@ -56,11 +56,15 @@ def load(config: ml_collections.ConfigDict) -> IndexedSource:
         b = builder(name, data_dir)  # its split info is read when it is constructed
     spec = _spec(config.name, b, config.split_ratios)
     splits = resolve_splits(config, spec)
+    if folds.active(config):  # the held-out fold is val; the configured val split is not read
+        splits.pop("val", None)
     sources = {}
     for role, split in splits.items():
         source = registry.split_source(b, config.name, split)
         small = 0 < decoded.estimated_mb(source, spec.input_key) <= config.in_memory_mb
         sources[role] = decoded.load(source, split, b.data_dir, spec.input_key, spec.target_key) if small else source
+    if folds.active(config):
+        sources, splits = folds.fold_sources(sources, splits, config, spec.num_classes > 0, spec.target_key)
     return IndexedSource(spec=spec, sources=sources, splits=splits, stats=_stats(spec, sources["train"]))
 
 

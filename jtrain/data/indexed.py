@@ -27,6 +27,7 @@ import numpy as np
 
 from jtrain.data import order, transforms
 from jtrain.data.decoded import DecodedSplit
+from jtrain.data.folds import Subset
 from jtrain.data.source import DatasetSpec, Source, Stats, eval_indices, local_batch_size, own_rows, to_iterator
 from jtrain.errors import ConfigError, DataError
 
@@ -151,6 +152,8 @@ class ArraySource(IndexedSource):
 def read_batch(source, indices: np.ndarray, spec: DatasetSpec, raw: bool = False) -> dict[str, np.ndarray]:
     """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1] (or (n, D)), 'targets': (n,)};
     with `raw` the inputs as stored (e.g. uint8 pixels)."""
+    if isinstance(source, Subset):  # a cross-validation fold: its rows of the whole split
+        source, indices = source.base, source.rows[np.asarray(indices, np.int64)]
     if isinstance(source, DecodedSplit):
         stored, targets = source.gather(indices)  # (n, H, W, C) as stored, (n,)
     else:

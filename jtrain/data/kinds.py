@@ -20,9 +20,9 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import catalog, own, pipeline, preference, registry, sft, text
+from jtrain.data import catalog, folds, own, pipeline, preference, registry, sft, text
 from jtrain.data.source import DatasetSpec, Source
-from jtrain.errors import DataError
+from jtrain.errors import ConfigError, DataError
 
 PYTHON_PREFIX = "python:"
 
@@ -39,8 +39,11 @@ def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Sourc
     if config.name.startswith("tfds:"):
         return catalog.load(config)
     if ":" in config.name:
+        _no_folds(config, "a source of your own (package.module:factory) splits its own data")
         return external(config)
     spec = registry.get_spec(config.name)
+    if spec.is_text or spec.examples or config.jsonl.train:
+        _no_folds(config, f"{config.name} is text")
     if spec.examples == "preference":
         return preference.load(config, spec)
     if spec.examples or config.jsonl.train or config.jsonl.val or config.jsonl.test:
@@ -48,6 +51,11 @@ def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Sourc
     if spec.is_text:
         return text.load(config, spec)
     return pipeline.load(config, spec)
+
+
+def _no_folds(config: ml_collections.ConfigDict, why: str) -> None:
+    if folds.active(config):
+        raise ConfigError(f"config key 'data.cv.folds': {folds.CV_TEXT}; {why}")
 
 
 def spec_of(config: ml_collections.ConfigDict) -> DatasetSpec:
@@ -82,4 +90,7 @@ def python_name(source) -> str:
 
 def bind(source, config: ml_collections.ConfigDict, fitted: dict | None = None) -> Source:
     """A source given in Python, bound to the run's data config when it asks to be (jtrain.data.from_arrays)."""
-    return source.bind(config, fitted) if hasattr(source, "bind") else source
+    if hasattr(source, "bind"):
+        return source.bind(config, fitted)
+    _no_folds(config, "pass the data as jtrain.data.from_arrays(x, y) to fold it")
+    return source

@@ -28,7 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jtrain.data import registry
+from jtrain.data import folds, registry
 from jtrain.data.decoded import DecodedSplit
 from jtrain.data.indexed import IndexedSource, training_stats
 from jtrain.data.source import ROLES, DatasetSpec, Stats
@@ -166,6 +166,11 @@ SHAPING_KEYS = ("target", "features", "categorical", "numeric", "drop", "task", 
 def cache_key(kind: str, parts: list[str], config: ml_collections.ConfigDict, fitted: dict | None) -> str:
     shaping = {k: config[k] for k in SHAPING_KEYS}
     shaping["prep"] = config.prep.to_dict()
+    if folds.active(config):  # each fold prepares its own training rows (keys of runs without folds stay as they were)
+        shaping["cv"] = config.cv.to_dict()
+    dropped = [role for role in ROLES if config.splits[role] == "none"]
+    if dropped:
+        shaping["none"] = dropped
     digest = hashlib.sha256(json.dumps([FITTED_FORMAT, kind, parts, shaping, fitted], sort_keys=True,
                                        default=list).encode())
     return digest.hexdigest()
@@ -298,6 +303,19 @@ def prepare_tables(frames: dict, labels: dict, config: ml_collections.ConfigDict
         for role, rows in split_rows(frame[config.target].to_numpy(), task, config).items():
             frames[role] = frame.iloc[rows].reset_index(drop=True)
             labels[role] = f"{label} ({role} rows)"
+    if folds.active(config):  # before anything is fitted: the fold's training rows alone are fitted on
+        train, label = frames["train"], labels["train"]
+        if config.cv.group and config.cv.group not in train.columns:
+            raise DataError(f"{label}: no column {config.cv.group!r} (data.cv.group); columns: "
+                            f"{', '.join(map(str, train.columns))}")
+        groups = train[config.cv.group].astype(str).to_numpy() if config.cv.group else None
+        stratify = train[config.target].to_numpy() if task == "classification" and config.cv.stratify else None
+        kept, heldout = folds.fold_rows(len(train), stratify, groups, config.cv, config.cv.seed)
+        frames["train"], frames["val"] = (train.iloc[kept].reset_index(drop=True),
+                                          train.iloc[heldout].reset_index(drop=True))
+        labels["train"], labels["val"] = (f"{label} without {folds.describe(config.cv)}",
+                                          f"{label} {folds.describe(config.cv)}")
+    _drop_none(frames, labels, config)
     source = labels["train"]
     if fitted:
         prep = tabular.Preparation.from_json(fitted["preparation"])
@@ -323,6 +341,16 @@ def prepare_tables(frames: dict, labels: dict, config: ml_collections.ConfigDict
               "input_shape": [len(prep.feature_names)]}
     report = table_report(frames, labels, config.target, task, prep, dropped, unseen)
     return arrays, fitted, report
+
+
+def _drop_none(parts: dict, labels: dict, config: ml_collections.ConfigDict) -> None:
+    """Leaves out the roles data.splits.<role> = "none" disables (a cross-validation fold's test rows stay unread)."""
+    if config.splits.train == "none":
+        raise ConfigError("config key 'data.splits.train': a training split is required")
+    for role in ROLES:
+        if config.splits[role] == "none":
+            parts.pop(role, None)
+            labels.pop(role, None)
 
 
 def target_stats(y: np.ndarray, task: str) -> dict:
@@ -441,6 +469,18 @@ def prepare_arrays(arrays: dict, labels: dict, config: ml_collections.ConfigDict
         for role, rows in split_rows(np.asarray(y), task, config).items():
             arrays[role] = (x[rows], y[rows])
             labels[role] = f"{label}, {role} rows"
+    if folds.active(config):  # before the statistics are measured: on the fold's training rows alone
+        if config.cv.group:
+            raise ConfigError(f"config key 'data.cv.group': {config.cv.group!r} names a column; {labels['train']} "
+                              f"is arrays, with no columns (groups apply to tables)")
+        x, y = arrays["train"]
+        label = labels["train"]
+        stratify = np.asarray(y) if task == "classification" and config.cv.stratify else None
+        kept, heldout = folds.fold_rows(len(y), stratify, None, config.cv, config.cv.seed)
+        arrays["train"], arrays["val"] = (x[kept], y[kept]), (x[heldout], y[heldout])
+        labels["train"], labels["val"] = (f"{label} without {folds.describe(config.cv)}",
+                                          f"{label} {folds.describe(config.cv)}")
+    _drop_none(arrays, labels, config)
     images = arrays["train"][0].dtype == np.uint8 and arrays["train"][0].ndim in (3, 4)
     out = {}
     for role in ROLES:

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import ml_collections
 
-from jtrain.data import decoded, registry
+from jtrain.data import decoded, folds, registry
 from jtrain.data.indexed import IndexedSource, training_stats
 from jtrain.data.source import DatasetSpec, resolve_splits
 
 
 def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> IndexedSource:
-    """Opens the splits of `config.data` (preparing the dataset on first use)."""
+    """Opens the splits of `config.data` (preparing the dataset on first use); with data.cv.folds > 0, train and
+    val are a fold of the training split (jtrain/data/folds.py), and the statistics are the fold's."""
     splits = resolve_splits(config, spec)
     builder = registry.prepared_builder(spec.name, config.dir)  # its folder is keyed by the inputs' content
+    if folds.active(config):  # the held-out fold is val; the configured val split is not read
+        splits.pop("val", None)
     sources = {role: open_split(builder, spec, split, config) for role, split in splits.items()}
+    if folds.active(config):
+        sources, splits = folds.fold_sources(sources, splits, config, spec.num_classes > 0, spec.target_key)
     stats = training_stats(spec, sources["train"], config)
     return IndexedSource(spec=spec, sources=sources, splits=splits, stats=stats)
 
