@@ -6,6 +6,7 @@ from jtrain.errors import ConfigError, DataError, UserError
 from jtrain.evaluate import evaluate
 from jtrain.predict import predict
 from jtrain.sample import sample
+from jtrain.sweep import sweep
 from jtrain import data
 from jtrain.models import nnx_model
 from jtrain.state import TrainState
@@ -25,6 +26,7 @@ __all__ = [
     "evaluate",
     "predict",
     "sample",
+    "sweep",
     "load_experiment",
     "nnx_model",
     "train",
