@@ -252,10 +252,6 @@ class Settings:
 
 
 def _check_settings(s: Settings, workers: int) -> None:
-    if s.sampler not in SAMPLERS:
-        raise ConfigError(f"--sampler {s.sampler}: one of {', '.join(SAMPLERS)}")
-    if s.pruner not in PRUNERS:
-        raise ConfigError(f"--pruner {s.pruner}: one of {', '.join(PRUNERS)}")
     if s.trials < 1:
         raise ConfigError(f"--trials {s.trials}: must be >= 1")
     if workers < 1:
@@ -297,6 +293,10 @@ def sweep(config: str | ml_collections.ConfigDict, workdir: str, space: dict[str
     `workdir/study.journal`), so calling again on the workdir continues it. `overrides` ("KEY=VALUE") apply to
     every trial. `objective_fn(config, trial_workdir, on_eval) -> summary` replaces training one run (in
     this process: only with workers=1)."""
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {sampler}: one of {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"--pruner {pruner}: one of {', '.join(PRUNERS)}")
     base, spec = _base_config(config, overrides)
     if space is None:
         space = config_lib.load_space(spec) if spec else None
