@@ -30,6 +30,7 @@ _LAZY = {
     "nnx_model": ("jtrain.models", "nnx_model"),
     "predict": ("jtrain.predict", "predict"),
     "sample": ("jtrain.sample", "sample"),
+    "sweep": ("jtrain.sweep", "sweep"),
     "train": ("jtrain.train", "train"),
 }
 _FUNCTIONS_NAMED_LIKE_MODULES = frozenset(name for name, (module, attr) in _LAZY.items()

@@ -1,4 +1,4 @@
-"""`jtrain train|finetune|cv|eval|predict|prepare ...`: thin wrappers over the public functions.
+"""`jtrain train|finetune|cv|sweep|eval|predict|prepare ...`: thin wrappers over the public functions.
 
 User mistakes (unknown config key, wrong type, missing file or data) print one line and exit with code 2.
 """
@@ -107,6 +107,24 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("workdirs", nargs="+", help="two or more workdirs; the first is the baseline")
     cmp.add_argument("--split", default="test", help="which split's metrics (from each summary.json)")
 
+    sw = sub.add_parser("sweep", help="hyperparameter search (Optuna): trials are runs in WORKDIR/trials/NNN")
+    sw.add_argument("--config", required=True, help="experiments/NAME.py[:ARG] (its get_space() if no --space)")
+    sw.add_argument("--space", action="append", default=[], metavar="KEY=DIST",
+                    help="e.g. 'optim.learning_rate=loguniform(1e-4,1e-1)', uniform(a,b), int(a,b[,step]), "
+                         "logint(a,b), 'model.hidden_sizes=choice((64,),(128,64))'; repeat per key")
+    sw.add_argument("--trials", type=int, default=None, help="trials to finish (default: the grid's size, else 20)")
+    sw.add_argument("--sampler", default="tpe", help="grid, random, tpe or gp")
+    sw.add_argument("--pruner", default="none", help="none, median or hyperband (on the periodic val evaluations)")
+    sw.add_argument("--objective", default="val.accuracy", help="SPLIT.METRIC of the run's final evaluation")
+    sw.add_argument("--direction", default="auto", help="max, min, or auto (min for losses and errors)")
+    sw.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    sw.add_argument("--storage", default="", help="SQLAlchemy URL or journal file shared by workers on several "
+                                                  "machines (default: WORKDIR/study.journal)")
+    sw.add_argument("--heartbeat", type=int, default=30, help="seconds between a worker's heartbeats; a trial "
+                                                              "silent for 4x this is retried")
+    sw.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    sw.add_argument("--workdir", required=True, help="the sweep's directory (running again continues the study)")
+
     prep = sub.add_parser("prepare", help="build a dataset's array_record files once")
     prep.add_argument("name", help="dataset name, e.g. digits or fashion_mnist")
     prep.add_argument("--data_dir", default="", help="TFDS data directory (default: data.dir's default)")
@@ -116,8 +134,8 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     argv, overrides = _split_config_overrides(argv)
     args = _parser().parse_args(argv)
-    if overrides and args.command not in ("train", "finetune", "cv", "plan") and not (args.command == "inspect" and args.config):
-        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `cv`, `plan` and "
+    if overrides and args.command not in ("train", "finetune", "cv", "sweep", "plan") and not (args.command == "inspect" and args.config):
+        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `cv`, `sweep`, `plan` and "
                         f"`inspect --config` only")
 
     # Imported here so `jtrain --help` and flag errors answer without loading JAX.
@@ -187,6 +205,10 @@ def run(argv: list[str]) -> int:
         from jtrain.compare import format_comparison
 
         print(format_comparison(jtrain.compare(args.workdirs, args.split)))
+    elif args.command == "sweep":
+        jtrain.sweep(args.config, args.workdir, space=args.space or None, trials=args.trials, sampler=args.sampler,
+                     pruner=args.pruner, objective=args.objective, direction=args.direction, workers=args.workers,
+                     storage=args.storage, seed=args.seed, overrides=overrides, heartbeat_s=args.heartbeat)
     elif args.command == "prepare":
         from jtrain.data import prepare
 

@@ -187,16 +187,20 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path/to/experiment.py[:ARG]` by calling its `get_config([ARG])`."""
+    """Loads `path/to/experiment.py[:ARG]` by calling its `get_config([ARG])`, or a resolved config written as
+    JSON (a run's config.json, a sweep's base_config.json)."""
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    module_spec = importlib.util.spec_from_file_location("_jtrain_experiment", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as e:  # a user's file: report where, in one line
-        raise ConfigError(f"{path}: failed to load: {type(e).__name__}: {e}") from e
+    if path.endswith(".json") and not arg:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        try:
+            return config_from_json(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not JSON: {e}") from e
+    module = _experiment_module(path)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: defines no get_config()")
     try:
@@ -207,6 +211,36 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
     add_method_fields(config)  # an experiment may name a user's method directly
     validate(config)
     return config
+
+
+def load_space(spec: str) -> dict[str, str] | None:
+    """An experiment file's search space for `jtrain sweep`: its `get_space()`, {"KEY": "loguniform(1e-4, 1e-1)"};
+    None when it defines none (or the config is JSON)."""
+    path, _, _ = spec.partition(":")
+    if path.endswith(".json"):
+        return None
+    module = _experiment_module(path)
+    if not hasattr(module, "get_space"):
+        return None
+    try:
+        space = module.get_space()
+    except Exception as e:  # a user's function: report where, in one line
+        raise ConfigError(f"{path}: get_space() failed: {type(e).__name__}: {_one_line(e)}") from e
+    if not isinstance(space, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in space.items()):
+        raise ConfigError(f"{path}: get_space() must return {{'KEY': 'loguniform(a, b)', ...}}, got {space!r}")
+    return space
+
+
+def _experiment_module(path: str):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location("_jtrain_experiment", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # a user's file: report where, in one line
+        raise ConfigError(f"{path}: failed to load: {type(e).__name__}: {e}") from e
+    return module
 
 
 def config_from_json(text: str) -> ml_collections.ConfigDict:
@@ -469,6 +503,7 @@ __all__ = [
     "default_config",
     "flatten",
     "load_experiment",
+    "load_space",
     "set_value",
     "to_json",
     "use_model",

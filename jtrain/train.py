@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +46,16 @@ from jtrain.state import count_params
 from jtrain.writers import MetricWriter, drop_records_after, read_metrics
 
 
-def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str, data=None,
+          on_eval: Callable[[int, dict], bool] | None = None) -> dict:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the summary dict.
 
     `data` is a data source object (jtrain/data/source.py) to train on instead of the one `config.data.name`
-    names; config.json then records that it came from Python, so evaluating or resuming the run needs it again."""
+    names; config.json then records that it came from Python, so evaluating or resuming the run needs it again.
+
+    `on_eval(step, {"val": metrics})` runs after each periodic evaluation (eval.every_steps); returning True
+    stops the run there as early stopping does: final checkpoint, evaluation and summary ("stopped": "on_eval").
+    `jtrain sweep` prunes trials with it."""
     # ------------------------------------------------------------------ build
     entered = time.perf_counter()
     # Interpreter, imports, config: the CLI's start-up (a notebook's process is older than any run).
@@ -114,7 +120,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
     pending: list[dict] = []  # per-step metrics since the last fetch, still on device
     last_train: dict = {}
     tick, tick_step = time.perf_counter(), start
-    stopped_early = False
+    stopped_early = stopped_by_callback = False
     single_process = jax.process_count() == 1
 
     window_calls = max(1, config.train.log_every_steps // per_call)  # calls between two logs
@@ -228,6 +234,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
                                        f"{best.bad_evals} evals (best {best.best_value:.4g} at step {best.best_step})")
                         stopped_early = True
                         break
+                if on_eval is not None and on_eval(done, {"val": val}):
+                    stopped_by_callback = True
+                    break
 
             if save_every and done % save_every == 0 and done != total:
                 if ckpt.latest_step() != done:
@@ -275,6 +284,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
     if best:
         summary["best"] = {"step": best.best_step, "metric": best.metric, "value": best.best_value,
                            "stopped_early": stopped_early}
+    if stopped_by_callback:
+        summary["stopped"] = "on_eval"
     if is_main:
         _write_plots(workdir, summary, run)
     # The whole wall time: before train() (the CLI's imports), the build, the loop (time_spent) and the end
