@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--heartbeat", type=int, default=30, help="seconds between a worker's heartbeats; a trial "
                                                               "silent for 4x this is retried")
     sw.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    sw.add_argument("--cv", type=int, default=0, metavar="K", help="score each trial by K-fold cross-validation of "
+                                                                   "the training split (val mean; test untouched)")
     sw.add_argument("--workdir", required=True, help="the sweep's directory (running again continues the study)")
 
     prep = sub.add_parser("prepare", help="build a dataset's array_record files once")
@@ -208,7 +210,8 @@ def run(argv: list[str]) -> int:
     elif args.command == "sweep":
         jtrain.sweep(args.config, args.workdir, space=args.space or None, trials=args.trials, sampler=args.sampler,
                      pruner=args.pruner, objective=args.objective, direction=args.direction, workers=args.workers,
-                     storage=args.storage, seed=args.seed, overrides=overrides, heartbeat_s=args.heartbeat)
+                     storage=args.storage, seed=args.seed, overrides=overrides, heartbeat_s=args.heartbeat,
+                     cv=args.cv)
     elif args.command == "prepare":
         from jtrain.data import prepare
 

@@ -246,6 +246,7 @@ class Settings:
     heartbeat_s: int
     config_spec: str = ""  # the experiment file, when the sweep started from one (for best.json's command)
     overrides: tuple[str, ...] = ()  # --config.KEY=VALUE applied to every trial
+    cv: int = 0  # > 0: each trial is a K-fold cross-validation of the training split; the objective its val mean
 
     def dims(self) -> list[Dimension]:
         return parse_space(self.space)
@@ -285,14 +286,16 @@ def sweep(config: str | ml_collections.ConfigDict, workdir: str, space: dict[str
           trials: int | None = None, sampler: str = "tpe", pruner: str = "none", objective: str = "val.accuracy",
           direction: str = "auto", workers: int = 1, storage: str = "", seed: int = 0,
           overrides: list[str] | tuple[str, ...] = (), heartbeat_s: int = HEARTBEAT_S,
-          objective_fn: ObjectiveFn | None = None):
+          objective_fn: ObjectiveFn | None = None, cv: int = 0):
     """Searches `space` over `trials` runs of `config` (an experiment spec "experiments/X.py[:ARG]", a
     config.json, or a ConfigDict) and returns the trials as a pandas DataFrame sorted by objective.
 
     Each trial trains in `workdir/trials/NNN` (an ordinary jtrain run); the study lives in `storage` (default:
     `workdir/study.journal`), so calling again on the workdir continues it. `overrides` ("KEY=VALUE") apply to
-    every trial. `objective_fn(config, trial_workdir, on_eval) -> summary` replaces training one run (in
-    this process: only with workers=1)."""
+    every trial. `cv` = K makes each trial a K-fold cross-validation of the training split (jtrain/cv.py, in
+    `trial_workdir/fold-k`) whose mean val metric is the objective; the test split stays untouched (nested).
+    `objective_fn(config, trial_workdir, on_eval) -> summary` replaces training one run (in this process: only
+    with workers=1)."""
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler}: one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
@@ -303,10 +306,13 @@ def sweep(config: str | ml_collections.ConfigDict, workdir: str, space: dict[str
     dims = parse_space(space or {})
     space = {d.key: d.text for d in dims}
     split, metric = check_objective(base, objective, pruner)
+    if cv and (cv < 2 or split != "val" or pruner != "none"):
+        raise ConfigError(f"--cv {cv}: needs >= 2 folds, a val objective (the held-out folds are val) and "
+                          f"--pruner none (a trial's score is known after its last fold)")
     n = trials if trials is not None else (_grid_size(dims) if sampler == "grid" else DEFAULT_TRIALS)
     settings = Settings(space=space, trials=n, sampler=sampler, pruner=pruner, objective=objective,
                         direction=_direction(direction, metric), seed=seed, storage=storage,
-                        heartbeat_s=heartbeat_s, config_spec=spec, overrides=tuple(overrides))
+                        heartbeat_s=heartbeat_s, config_spec=spec, overrides=tuple(overrides), cv=cv)
     _check_settings(settings, workers)
     check_space(base, dims)
     if sampler == "grid" and settings.trials > _grid_size(dims):
@@ -352,8 +358,8 @@ def _prepare_workdir(workdir: str, base: ml_collections.ConfigDict, settings: Se
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        for field in ("space", "objective", "direction"):
-            if old.get(field) != dataclasses.asdict(settings)[field]:
+        for field in ("space", "objective", "direction", "cv"):
+            if old.get(field, getattr(Settings, field, None)) != dataclasses.asdict(settings)[field]:
                 raise UserError(f"{path}: this workdir holds a sweep with another {field} ({old.get(field)}); "
                                 f"use a new --workdir")
         with open(os.path.join(workdir, BASE_CONFIG_FILE)) as f:
@@ -492,7 +498,8 @@ def _work(study, workdir: str, settings: Settings, base: ml_collections.ConfigDi
     dims = settings.dims()
     study.sampler = _sampler(settings, dims, worker, len(study.get_trials(deepcopy=False)))
     study.pruner = _pruner(settings, base)
-    objective = _objective(study, workdir, settings, base, dims, objective_fn or _train_one)
+    objective = _objective(study, workdir, settings, base, dims,
+                           objective_fn or (_cross_validated(settings.cv) if settings.cv else _train_one))
     said_waiting = False
     while True:
         optuna.storages.fail_stale_trials(study)
@@ -589,6 +596,20 @@ def _objective(study, workdir: str, settings: Settings, base: ml_collections.Con
         return value
 
     return objective
+
+
+def _cross_validated(folds: int) -> ObjectiveFn:
+    """A trial as K-fold cross-validation: its summary's val is the folds' mean (the test split untouched)."""
+
+    def run(config: ml_collections.ConfigDict, workdir: str, on_eval) -> dict:
+        del on_eval  # no pruning inside a cross-validation
+        from jtrain.cv import cv
+
+        result = cv(config, workdir, folds=folds)
+        steps = [json.load(open(os.path.join(row["workdir"], "summary.json"))).get("step", 0) for row in result["rows"]]
+        return {"step": int(sum(steps)), "val": result["mean"]}
+
+    return run
 
 
 def _train_one(config: ml_collections.ConfigDict, workdir: str, on_eval) -> dict:

@@ -213,6 +213,25 @@ def test_median_pruner_stops_a_hopeless_trial(digits_data_dir, tmp_path):
         assert os.path.isdir(w / rel / "checkpoints" / "20")
 
 
+def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_and_leaves_test_alone(digits_data_dir, tmp_path):
+    config = _config(digits_data_dir)
+    config.train.steps = 20
+    w = tmp_path / "nested"
+    frame = jtrain.sweep(config, str(w), space={"optim.learning_rate": "choice(3e-3, 1e-2)"}, sampler="grid",
+                         objective="val.accuracy", cv=2)
+    assert len(frame) == 2 and set(frame["state"]) == {"COMPLETE"}
+    for _, trial in frame.iterrows():
+        folds = pd.read_csv(w / trial["workdir"] / "cv.csv").set_index("run")
+        assert trial["val.accuracy"] == pytest.approx(folds.loc["mean", "accuracy"], abs=1e-12)
+        assert trial["steps"] == 40  # two folds of 20 steps
+        for k in range(2):
+            summary = json.loads((w / trial["workdir"] / f"fold-{k}" / "summary.json").read_text())
+            assert "test" not in summary  # nested: the test split stays untouched
+    with pytest.raises(ConfigError, match="--cv 2: needs"):
+        jtrain.sweep(config, str(tmp_path / "bad"), space={"optim.learning_rate": "choice(3e-3, 1e-2)"},
+                     objective="test.accuracy", cv=2)
+
+
 # ---------------------------------------------------------------- workers
 
 
