@@ -35,10 +35,20 @@ def worker_env(**extra: str) -> dict:
     return env
 
 
+def jtrain_env(cache_root: str, **extra: str) -> dict:
+    """worker_env for a jtrain process whose persistent compilation cache lives in `cache_root` (JTRAIN_CACHE_DIR):
+    an empty directory is a cold cache, one a previous run filled a warm one; the user's own cache never counts."""
+    env = worker_env(JTRAIN_CACHE_DIR=cache_root, **extra)
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JTRAIN_COMPILATION_CACHE"):  # they would override JTRAIN_CACHE_DIR
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
 def cached_compile_env(directory: str) -> dict:
     """worker_env with JAX's persistent compilation cache in `directory`: a repeat loads the executables the
     first run compiled instead of compiling again. Only for steady-state measurements (compilation is not
-    timed there); start-up and time-to-accuracy compile from scratch as a user's first run does."""
+    timed there); start-up and time-to-accuracy give jtrain an explicit cold or warm cache (jtrain_env)."""
     return worker_env(JAX_COMPILATION_CACHE_DIR=os.path.join(directory, "jax_cache"),
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
