@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default="test", help="train, val, test, or a TFDS split such as 'train[:10%%]'")
     ev.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    for command in (train, ft):
+        command.add_argument("--allow_changes", action="store_true",
+                             help="resume although the config changed more than length, intervals and speed settings")
     for command in (train, ft, ev):  # one run over several processes (see jtrain/distributed.py)
         command.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
         command.add_argument("--num_processes", type=int, default=None, help="processes in the run")
@@ -154,12 +157,12 @@ def run(argv: list[str]) -> int:
     if args.command == "train":
         config = jtrain.load_experiment(args.config)
         jtrain.apply_overrides(config, overrides)
-        jtrain.train(config, args.workdir)
+        jtrain.train(config, args.workdir, allow_changes=args.allow_changes)
     elif args.command == "finetune":  # = train with init.pretrained set (the path is taken as is, never parsed)
         config = jtrain.load_experiment(args.config)
         jtrain.apply_overrides(config, overrides)
         jtrain.config.set_value(config, "init.pretrained", args.pretrained)
-        jtrain.train(config, args.workdir)
+        jtrain.train(config, args.workdir, allow_changes=args.allow_changes)
     elif args.command == "cv":
         config = jtrain.load_experiment(args.config)
         jtrain.apply_overrides(config, overrides)

@@ -23,7 +23,8 @@ def format_table(summary: dict) -> str:
                      f"{t['data_s']:.1f} s, eval {t['eval_s']:.1f} s, checkpoint {t['checkpoint_s']:.1f} s)")
         if "build_s" in t:
             lines.append("wall time: " + (f"start-up {t['before_train_s']:.1f} s, " if "before_train_s" in t else "")
-                         + f"build {t['build_s']:.1f} s, loop {t['total_s']:.1f} s, end (final evaluation, "
+                         + f"build {t['build_s']:.1f} s, state and feed {t.get('init_s', 0.0):.1f} s, loop "
+                           f"{t['total_s']:.1f} s, end (final evaluation, "
                            f"plots) {t['end_s']:.1f} s")
     return "\n".join(lines)
 

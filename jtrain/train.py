@@ -47,7 +47,7 @@ from jtrain.writers import MetricWriter, drop_records_after, read_metrics
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, data=None,
-          on_eval: Callable[[int, dict], bool] | None = None) -> dict:
+          on_eval: Callable[[int, dict], bool] | None = None, allow_changes: bool = False) -> dict:
     """Trains (or resumes) the run described by `config` in `workdir`; returns the summary dict.
 
     `data` is a data source object (jtrain/data/source.py) to train on instead of the one `config.data.name`
@@ -55,7 +55,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
 
     `on_eval(step, {"val": metrics})` runs after each periodic evaluation (eval.every_steps); returning True
     stops the run there as early stopping does: final checkpoint, evaluation and summary ("stopped": "on_eval").
-    `jtrain sweep` prunes trials with it."""
+    `jtrain sweep` prunes trials with it.
+
+    A workdir with checkpoints resumes only with the config they were trained with, apart from the training
+    length, intervals, progress, patience and speed settings (jtrain/workdir.py RESUMABLE); any other change
+    stops with one line before anything is written, unless `allow_changes` (recorded in metrics.jsonl)."""
     # ------------------------------------------------------------------ build
     entered = time.perf_counter()
     # Interpreter, imports, config: the CLI's start-up (a notebook's process is older than any run).
@@ -63,13 +67,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
     if data is not None:
         config = config.copy_and_resolve_references()
         config.data.name = data_lib.python_name(data)
+    config_lib.validate(config)
+    changes = workdir_lib.check_resume(workdir, config, allow_changes)  # before anything is written
     # A run of one's own data prepares it as it first did (jtrain/data/own.py), not as refitted now.
     run = components.build(config, data=data, fitted=workdir_lib.read_fitted(workdir))
     build_s = time.perf_counter() - entered  # data opened (prepared on first use), model, optimizer, shardings
     distributed.check_same_run(config_lib.to_json(config), __version__)
     is_main = jax.process_index() == 0
     workdir = _writable_workdir(workdir)
-    if is_main:
+    if is_main:  # one process holds the lock of a run, however many it spans
+        took_over = workdir_lib.lock(workdir)
+        if took_over:
+            print(f"{workdir}: {took_over}")
+        if changes:
+            print("resuming with " + ", ".join(f"{key} {old!r} -> {new!r}" for key, old, new in changes))
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_lib.to_json(config))
         _write_data_records(workdir, run.data)
@@ -106,6 +117,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
     total = run.total_steps
     speed = throughput.for_run(run)  # tokens/s and MFU for language models; None otherwise
     writer = MetricWriter(workdir, enabled=is_main)
+    if changes:  # what changed on this resume, beside the metrics (numbers reach TensorBoard too)
+        writer.write(start, "config_change", {key: new if isinstance(new, (int, float)) else f"{old!r} -> {new!r}"
+                                              for key, old, new in changes})
     progress = ProgressBar(total, initial=start, enabled=None if (config.train.progress and is_main) else False)
     if is_main:
         progress.write(
@@ -162,6 +176,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
             raise TrainingError(f"non-finite parameters after step {step} (the gradients went non-finite under a "
                                 f"finite loss); last good checkpoint: {f'{ckpt.directory}/{good[-1]}' if good else 'none'}")
 
+    init_s = time.perf_counter() - entered - build_s  # checkpointer, input feed, state restored or created
     budget = TimeBudget()
     train_call = train_iter.calls(run.train_call)  # (state arrays, n) -> (state arrays, metrics)
     params_finite = None
@@ -176,7 +191,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
     # from them (a few microseconds) only where the loop needs it: evals, saves, the end.
     arrays = run.state_codec.flatten(state)
     state_now = lambda: run.state_codec.unflatten(arrays)
-    with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress):
+    with PreemptionWatcher() as preemption, _closing(ckpt, writer, progress, workdir):
         done = start
         while done < total:
             # The calls up to the next step with host work (a log, eval or save, or the end) run back to back:
@@ -288,23 +303,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
         summary["stopped"] = "on_eval"
     if is_main:
         _write_plots(workdir, summary, run)
-    # The whole wall time: before train() (the CLI's imports), the build, the loop (time_spent) and the end
-    # (final evaluation and checkpoint, plots).
-    time_spent.update(build_s=build_s, end_s=time.perf_counter() - loop_end)
+    # The whole wall time: before train() (the CLI's imports), the build, the start (checkpointer, feed, state),
+    # the loop (time_spent) and the end (final evaluation and checkpoint, plots).
+    time_spent.update(build_s=build_s, init_s=init_s, end_s=time.perf_counter() - loop_end)
     if before_train is not None:
         time_spent["before_train_s"] = before_train
     if is_main:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2, sort_keys=True)
         print(summary_lib.format_table(summary))
+        workdir_lib.unlock(workdir)
     return summary
 
 
 @contextlib.contextmanager
-def _closing(ckpt, writer, progress):
-    """Whatever ends the loop (finish, error, preemption), pending checkpoint saves complete and files close."""
+def _closing(ckpt, writer, progress, workdir: str):
+    """Whatever ends the loop (finish, error, preemption), pending checkpoint saves complete and files close;
+    an error or a preemption also gives the workdir's lock back (a finished run does after its summary)."""
     try:
         yield
+    except BaseException:
+        progress.close()
+        writer.close()
+        ckpt.close()
+        workdir_lib.unlock(workdir)
+        raise
     finally:
         progress.close()
         writer.close()
