@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from jtrain.config import SECTIONS
 from jtrain.errors import TrainingError, UserError
 
 USAGE_EXIT = 2  # a user mistake: bad flag, config key, file or data
@@ -42,11 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jtrain", description="Train, evaluate and prepare data with jtrain.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train (or resume) a run; --config.SECTION.KEY=VALUE overrides")
+    overrides_help = ("Any config field can be set on the command line: --config.SECTION.KEY=VALUE (Python literals: "
+                      "--config.model.hidden_sizes='(128, 64)'; strings as they are). Sections: "
+                      + ", ".join(SECTIONS) + ". `jtrain config [--config F] [SECTION or KEY]` lists every field "
+                      "with its default, type and meaning.")
+    train = sub.add_parser("train", help="train (or resume) a run; --config.SECTION.KEY=VALUE overrides",
+                           epilog=overrides_help)
     train.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
     train.add_argument("--workdir", required=True, help="run directory (resumes if it has a checkpoint)")
 
-    ft = sub.add_parser("finetune", help="train starting from pretrained weights (sets init.pretrained); resumes too")
+    ft = sub.add_parser("finetune", help="train starting from pretrained weights (sets init.pretrained); resumes too",
+                        epilog=overrides_help)
     ft.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
     ft.add_argument("--pretrained", required=True, help="jtrain workdir or step dir, Flax .msgpack file, or HF dir")
     ft.add_argument("--workdir", required=True, help="run directory (resumes if it has a checkpoint)")
@@ -75,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (multi-process runs)")
         command.add_argument("--num_processes", type=int, default=None, help="processes in the run")
         command.add_argument("--process_id", type=int, default=None, help="this process's index, 0-based")
+
+    cfg = sub.add_parser("config", help="every config field with its default, type and meaning")
+    cfg.add_argument("key", nargs="?", default="", help="a section (data, data.prep, optim, ...) or one field")
+    cfg.add_argument("--config", default="", help="experiments/NAME.py[:ARG]: its values instead of the defaults")
 
     prd = sub.add_parser("predict", help="predictions of a run on new rows, images or arrays")
     prd.add_argument("--workdir", required=True)
@@ -139,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     argv, overrides = _split_config_overrides(argv)
     args = _parser().parse_args(argv)
-    if overrides and args.command not in ("train", "finetune", "cv", "sweep", "plan") and not (args.command == "inspect" and args.config):
+    if overrides and args.command not in ("train", "finetune", "cv", "sweep", "plan", "config") and not (args.command == "inspect" and args.config):
         raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `cv`, `sweep`, `plan` and "
                         f"`inspect --config` only")
 
@@ -175,6 +186,10 @@ def run(argv: list[str]) -> int:
 
         print(format_table({"step": report["step"], "test" if args.split not in ("train", "val") else args.split: report}))
         print(json.dumps({"split": args.split, "step": report["step"], **scalars(report)}))
+    elif args.command == "config":
+        config = jtrain.load_experiment(args.config) if args.config else jtrain.default_config()
+        jtrain.apply_overrides(config, overrides)
+        print(jtrain.config.describe(config, args.key))
     elif args.command == "predict":
         from jtrain.predict import write
 

@@ -509,3 +509,44 @@ __all__ = [
     "use_model",
     "validate",
 ]
+
+
+# ---------------------------------------------------------------- `jtrain config`: every field, explained
+
+
+def _field_comments() -> dict[str, str]:
+    """key -> its one-line comment, read from where fields are defined: this file's `c.SECTION.KEY = ...  # ...`
+    lines and the model families' `name=default,  # ...` field lines (model.*)."""
+    import glob
+    import re
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    comments: dict[str, str] = {}
+    with open(os.path.join(here, "config.py")) as f:
+        for line in f:
+            m = re.match(r"\s*c\.([\w.]+)\s*=.*?#\s*(.+)$", line)
+            if m:
+                comments.setdefault(m.group(1), m.group(2).strip())
+    for path in sorted(glob.glob(os.path.join(here, "models", "*.py"))):
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"\s+(\w+)=.*?,\s*#\s*(.+)$", line)
+                if m:
+                    comments.setdefault(f"model.{m.group(1)}", m.group(2).strip())
+    return comments
+
+
+def describe(config: ml_collections.ConfigDict, key: str = "") -> str:
+    """`key = value  (type)  # comment` for every field of `config` under `key` (a section or one field)."""
+    flat = flatten(config)
+    chosen = {k: v for k, v in flat.items() if not key or k == key or k.startswith(key + ".")}
+    if not chosen:
+        raise _unknown_key(config, key, _known(config))
+    comments = _field_comments()
+    width = max(len(f"{k} = {v!r}") for k, v in chosen.items())
+    return "\n".join(f"{f'{k} = {v!r}':<{width}}  ({type(v).__name__})" + (f"  # {comments[k]}" if k in comments else "")
+                     for k, v in chosen.items())
+
+
+SECTIONS = ("checkpoint", "data", "eval", "init", "loss", "mesh", "method", "model", "optim", "schedule", "seed",
+            "train")  # named in `jtrain train --help` without building the config (which loads the model families)

@@ -363,3 +363,22 @@ def test_missing_experiment_file_raises_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found") as e:
         load_experiment(missing)
     assert missing in str(e.value)
+
+
+def test_help_names_every_section_and_jtrain_config_explains_fields(capsys):
+    from jtrain import cli
+
+    assert tuple(sorted(config_lib.default_config().keys())) == config_lib.SECTIONS
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--config.SECTION.KEY=VALUE" in shown and ", ".join(config_lib.SECTIONS) in shown
+    assert cli.main(["config", "data.prep"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(config_lib.default_config().data.prep)
+    assert any(line.startswith("data.prep.scale = 'standard'") and "# standard | robust" in line for line in lines)
+    assert cli.main(["config", "model.num_heads", "--config.model.num_heads=8"]) == 0
+    assert "model.num_heads = 8  (int)  # attention heads" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["config", "data.tagret"])
+    assert exited.value.code == 2 and "did you mean 'data.target'" in capsys.readouterr().err
