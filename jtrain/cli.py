@@ -184,7 +184,7 @@ def run(argv: list[str]) -> int:
         from jtrain.metrics import scalars
         from jtrain.summary import format_table
 
-        print(format_table({"step": report["step"], "test" if args.split not in ("train", "val") else args.split: report}))
+        print(format_table({"step": report["step"], args.split: report}, splits=[args.split]))  # labelled as asked
         print(json.dumps({"split": args.split, "step": report["step"], **scalars(report)}))
     elif args.command == "config":
         config = jtrain.load_experiment(args.config) if args.config else jtrain.default_config()

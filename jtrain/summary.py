@@ -5,9 +5,9 @@ from __future__ import annotations
 from jtrain.metrics import SCALAR_KEYS, scalars
 
 
-def format_table(summary: dict) -> str:
-    """One row per split, one column per scalar metric the splits report."""
-    splits = [s for s in ("train", "val", "test") if summary.get(s)]
+def format_table(summary: dict, splits: list[str] | None = None) -> str:
+    """One row per split (train / val / test, or the `splits` given), one column per scalar metric they report."""
+    splits = [s for s in (splits or ("train", "val", "test")) if summary.get(s)]
     # Evaluated splits also name a training method's own metrics (jtrain/methods).
     method_keys = [k for s in splits if s != "train" for k in scalars(summary[s]) if k not in SCALAR_KEYS]
     keys = [*SCALAR_KEYS, *dict.fromkeys(method_keys), "num_examples"]

@@ -56,6 +56,11 @@ def test_eval_reproduces_the_final_test_metrics(smoke_run, digits_data_dir):
     assert evaluated["step"] == 30
     assert evaluated["accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=1e-7)
     assert evaluated["loss"] == pytest.approx(summary["test"]["loss"], rel=1e-5)
+    # A TFDS split spec: its row is labelled with the spec given, not "test".
+    sliced = run_jtrain(["eval", "--workdir", workdir, "--split", "train[:10%]"], digits_data_dir)
+    assert sliced.returncode == 0, sliced.stderr[-3000:]
+    row = [line for line in sliced.stdout.splitlines() if line.startswith("train[:10%] ")]
+    assert len(row) == 1 and row[0].split()[-1] == "180", sliced.stdout  # 10% of 1797 digits
 
 
 def test_resumed_run_equals_uninterrupted_run(digits_data_dir, tmp_path):
