@@ -458,3 +458,12 @@ def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
         f.write(struct.pack(">HBB", 0, 0x0D, 1) + struct.pack(">I", 2) + b"\0" * 8)  # float32 IDX
     with pytest.raises(DataError, match="IDX"):
         builders.read_idx(str(foreign))
+
+
+def test_preparing_a_local_dataset_says_what_happens_in_one_line(tmp_path, capfd):
+    from jtrain.data import registry
+
+    registry.prepare("digits", str(tmp_path))
+    out, err = capfd.readouterr()
+    assert "Downloading" not in out + err and "Unknown size" not in out + err
+    assert out.strip().splitlines()[-1].startswith("preparing digits: 1,797 examples -> ")

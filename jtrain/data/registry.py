@@ -169,9 +169,16 @@ def prepared_builder(name: str, configured_dir: str = ""):
     """builder(), its array_record files built first if they are not yet (quick for the local datasets)."""
     b = builder(name, configured_dir)
     if not b.is_prepared():
-        b.download_and_prepare()
+        import contextlib
+        import io
+
+        # TFDS speaks of downloads of unknown size; nothing is downloaded here, so jtrain says what happens.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            b.download_and_prepare()
         # A builder's split info is read when it is constructed: reopen it over the files just written.
         b = type(b)(data_dir=b.data_dir_root, file_format="array_record")
+        examples = sum(split.num_examples for split in b.info.splits.values())
+        print(f"preparing {name}: {examples:,} examples -> {b.data_dir}")
     return b
 
 
