@@ -98,12 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     insp.add_argument("--diff", default=None, metavar="OTHER", help="compare with another checkpoint")
     # Scale-out: `jtrain inspect --config FILE [--devices N]` prints the sharding plan of an experiment instead.
     insp.add_argument("--config", default=None, help="experiments/NAME.py: show its sharding plan, not a checkpoint")
-    insp.add_argument("--devices", type=int, default=0, help="with --config: plan for N fake CPU devices")
+    insp.add_argument("--devices", type=int, default=None, help="with --config: plan for N fake CPU devices")
 
     plan = sub.add_parser("plan", help="compile the train step for N devices or a TPU topology: memory, FLOPs, "
                                        "collectives")
     plan.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
-    plan.add_argument("--devices", type=int, default=0, help="N fake CPU devices (default: this machine's devices)")
+    plan.add_argument("--devices", type=int, default=None, help="N fake CPU devices (default: this machine's devices)")
     plan.add_argument("--topology", default="", help="a TPU slice such as v5e:16x16 or v4:2x2x2 (needs libtpu)")
     plan.add_argument("--json", action="store_true", help="print the plan as one JSON object")
 
@@ -205,8 +205,9 @@ def run(argv: list[str]) -> int:
     elif args.command in ("inspect", "plan") and args.config:
         from jtrain import plan as plan_lib
 
-        if args.devices < 0:
+        if args.devices is not None and args.devices < 1:
             raise UserError(f"--devices {args.devices}: must be >= 1")
+        args.devices = args.devices or 0  # 0 = this machine's devices
         if args.devices:
             plan_lib.use_fake_devices(args.devices)  # before anything asks JAX for its devices
         config = jtrain.load_experiment(args.config)

@@ -143,6 +143,12 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
     data = data_lib.load(config.data, fitted) if data is None else data_lib.bind(data, config.data, fitted)
     method = methods.build(config)
     method.check_data(data.spec)
+    if config.eval.best_metric and method.metrics and config.eval.best_metric not in method.metrics:
+        raise ConfigError(f"config key 'eval.best_metric': {config.eval.best_metric!r} is not a val metric of this "
+                          f"run; available: {', '.join(sorted(method.metrics))}")
+    if data.num_train and config.data.batch_size > data.num_train:
+        raise ConfigError(f"config key 'data.batch_size': {config.data.batch_size} exceeds the {data.num_train} "
+                          f"training examples of {data.spec.name}")
     model = models.build(config.model, method.output_width(data.spec))
     steps = total_steps(config, data.num_train)
     # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.

@@ -208,6 +208,9 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
     except (AttributeError, KeyError, TypeError) as e:
         # A locked ConfigDict rejects unknown keys and wrong types right at the assignment.
         raise ConfigError(f"{path}: {_one_line(e)}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() returned a {type(config).__name__}, not an ml_collections "
+                          f"ConfigDict; start from jtrain.config.default_config() and set fields on it")
     add_method_fields(config)  # an experiment may name a user's method directly
     validate(config)
     return config

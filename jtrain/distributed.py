@@ -49,6 +49,8 @@ def from_environment(coordinator: str | None = None, num_processes: int | None =
     if not all(given):
         raise UserError("multi-process run needs all of --coordinator, --num_processes and --process_id "
                         "(or JTRAIN_COORDINATOR, JTRAIN_NUM_PROCESSES, JTRAIN_PROCESS_ID)")
+    if num < 1:
+        raise UserError(f"--num_processes {num}: must be >= 1")
     if not 0 <= pid < num:
         raise UserError(f"--process_id {pid} is not in [0, {num})")
     if ":" not in coordinator:

@@ -152,6 +152,9 @@ def check_data(task: str, loss_name: str, target_dtype: str, num_classes: int, d
     if task in ("classification", "binary") and target_dtype != "int32":
         raise ConfigError(f"config key 'loss.name': {loss_name} needs class labels, but {dataset} has "
                           f"{target_dtype} targets (a regression loss such as mse fits)")
+    if task == "regression" and target_dtype == "int32" and num_classes:
+        raise ConfigError(f"config key 'loss.name': {loss_name} regresses numbers, but {dataset} has class labels "
+                          f"({num_classes} classes); a classification loss such as cross_entropy fits")
     if task == "binary" and num_classes != 2:
         raise ConfigError(f"config key 'loss.name': {loss_name} needs two classes, {dataset} has {num_classes}")
 

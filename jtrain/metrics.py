@@ -253,3 +253,19 @@ def scalars(report_: dict) -> dict[str, float]:
 
 def _is_float(value) -> bool:
     return isinstance(value, (float, np.floating))
+
+
+# The scalar metrics an evaluation reports per task (report above; lm_metrics for sequences): names a config may
+# ask for (eval.best_metric, a sweep's objective) are checked against them before training.
+_CLASSIFICATION = ("loss", "accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted")
+REPORTED = {
+    "classification": _CLASSIFICATION,
+    "binary": _CLASSIFICATION + ("precision", "recall", "f1", "roc_auc"),
+    "regression": ("loss", "mse", "mae", "r2"),
+    "sequence": ("loss", "bits_per_token", "perplexity", "bits_per_char"),
+}
+
+
+def reported(task: str, top_k: int = 0) -> tuple[str, ...]:
+    extra = ("top_k_accuracy",) if top_k and task in ("classification", "binary") else ()
+    return REPORTED.get(task, ()) + extra

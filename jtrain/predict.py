@@ -79,7 +79,7 @@ class _Shapes(SpecOnly):
         self.rows = fitted.get("rows", {})
 
     def num_examples(self, role: str) -> int:
-        return self.rows.get(role, 1)
+        return self.rows.get(role, 0)
 
 
 def _builtin_fitted(config) -> dict:

@@ -47,14 +47,6 @@ HEARTBEAT_S = 30  # a running trial's worker writes a heartbeat this often; 4x t
 _HEARTBEAT_ATTR = "jtrain:heartbeat"
 _SURPLUS_ATTR = "jtrain:surplus"
 
-# (split, metric) -> the metrics each supervised task reports (jtrain/metrics.py report, lm_metrics.py).
-_CLASSIFICATION = ("loss", "accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted")
-TASK_METRICS = {
-    "classification": _CLASSIFICATION,
-    "binary": _CLASSIFICATION + ("precision", "recall", "f1", "roc_auc"),
-    "regression": ("loss", "mse", "mae", "r2"),
-    "sequence": ("loss", "bits_per_token", "perplexity", "bits_per_char"),
-}
 
 # (config, trial workdir, on_eval) -> the run's summary {"step", split: {metric: value}, ["stopped"]}. The default
 # trains one run; `jtrain sweep --cv K` will plug k-fold training in here.
@@ -219,13 +211,10 @@ def check_objective(config: ml_collections.ConfigDict, objective: str, pruner: s
 
 
 def reported_metrics(config: ml_collections.ConfigDict) -> tuple[str, ...] | None:
-    if config.method.name != "supervised":
-        return None
-    from jtrain import losses
+    """What the run's method reports (jtrain/methods); None when the method does not say."""
+    from jtrain import methods
 
-    _, task = losses.build(config.loss)
-    extra = ("top_k_accuracy",) if config.eval.top_k and task in ("classification", "binary") else ()
-    return TASK_METRICS[task] + extra
+    return methods.build(config).metrics or None
 
 
 # ---------------------------------------------------------------- settings shared by every worker

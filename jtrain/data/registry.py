@@ -141,7 +141,12 @@ def get_spec(name: str) -> DatasetSpec:
 def data_dir(configured: str) -> str:
     """data.dir, else $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets."""
     path = configured or os.environ.get("JTRAIN_DATA_DIR") or "~/.cache/jtrain/tensorflow_datasets"
-    return os.path.abspath(os.path.expanduser(path))
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        where = "config key 'data.dir'" if configured else ("JTRAIN_DATA_DIR" if os.environ.get("JTRAIN_DATA_DIR")
+                                                            else "the default data directory")
+        raise DataError(f"{path}: {where} names a file, not a directory")
+    return path
 
 
 def fingerprint(paths: list[str]) -> str:

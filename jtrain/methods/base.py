@@ -25,4 +25,5 @@ class Method:
     examples: str = ""  # DatasetSpec.examples of its batches: "" or "preference"
     layout: tuple[int, ...] = ()  # dims between the batch dim and one example's shape, e.g. (2,) for pairs
     init_state: Callable[[Any], Any] | None = None  # TrainState -> the state with the method's extras
+    metrics: tuple[str, ...] = ()  # scalar metrics its evaluation reports, checked up front (eval.best_metric); () = not known
     begin: Callable[[Any], Any] | None = None  # applied once to the state training starts from

@@ -35,6 +35,9 @@ def method(loss_fn: LossFn, task: str, top_k: int = 0, loss_name: str = "") -> M
             raise ConfigError(f"config key 'method.name': {spec.name} holds preference pairs, which train with "
                               f"method.name=dpo, not supervised {loss_name}")
         losses.check_data(task, loss_name, spec.target_dtype, spec.num_classes, spec.name)
+        if top_k and task in ("classification", "binary") and top_k >= spec.num_classes:
+            raise ConfigError(f"config key 'eval.top_k': {top_k} of {spec.num_classes} classes is always right; use "
+                              f"a k below {spec.num_classes}, or 0")
 
     def loss(model, state, params, batch: Batch, model_state, rng, mutable):
         del state  # nothing beside the params
@@ -67,7 +70,8 @@ def method(loss_fn: LossFn, task: str, top_k: int = 0, loss_name: str = "") -> M
 
     return Method(name="supervised", check_data=check_data,
                   output_width=lambda spec: losses.output_width(task, spec.num_classes), loss=loss,
-                  train_metrics=train_metrics, eval_sums=eval_sums, report=report, log_keys=LOG_KEYS, task=task)
+                  train_metrics=train_metrics, eval_sums=eval_sums, report=report, log_keys=LOG_KEYS, task=task,
+                  metrics=metrics_lib.reported(task, top_k))
 
 
 def _packing(batch: Batch) -> dict:
