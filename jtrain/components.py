@@ -144,6 +144,10 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
     method = methods.build(config)
     method.check_data(data.spec)
     model = models.build(config.model, method.output_width(data.spec))
+    if method.wrap_model:  # the method's own module around the family's network (e.g. an encoder and a decoder)
+        model = method.wrap_model(model, data)
+    if method.check_batch:
+        method.check_batch(config.data.batch_size, mesh_lib.data_parallel_size(mesh))
     steps = total_steps(config, data.num_train)
     # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.
     tx, schedule = optim.build(config.optim, config.schedule, steps,
