@@ -150,6 +150,10 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
         raise ConfigError(f"config key 'data.batch_size': {config.data.batch_size} exceeds the {data.num_train} "
                           f"training examples of {data.spec.name}")
     model = models.build(config.model, method.output_width(data.spec))
+    if method.wrap_model:  # the method's own module around the family's network (e.g. an encoder and a decoder)
+        model = method.wrap_model(model, data)
+    if method.check_batch:
+        method.check_batch(config.data.batch_size, mesh_lib.data_parallel_size(mesh))
     steps = total_steps(config, data.num_train)
     # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.
     tx, schedule = optim.build(config.optim, config.schedule, steps,

@@ -106,9 +106,24 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
 
     c.method = ml_collections.ConfigDict()  # how the model learns (jtrain/methods); a user method's own fields go here too
-    c.method.name = "supervised"  # supervised (the loss of outputs vs targets), dpo (preference pairs), or "package.module:factory"
+    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), autoencoder, vae, contrastive, or "package.module:factory"
     c.method.dpo = ml_collections.ConfigDict()
     c.method.dpo.beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
+    # Learning without labels (labels, if the data has them, only score the encoder at the end: eval.probe).
+    c.method.autoencoder = ml_collections.ConfigDict()
+    c.method.autoencoder.latent_dim = 16  # autoencoder: the encoder's output width (model.name's network), the embedding
+    c.method.autoencoder.loss = "mse"  # autoencoder: mse, or bce (Bernoulli likelihood of images in [0, 1])
+    c.method.autoencoder.decoder_hidden = (256,)  # autoencoder: MLP decoder widths, latent -> ... -> the input's shape
+    c.method.vae = ml_collections.ConfigDict()
+    c.method.vae.latent_dim = 8  # vae: the latent size (the encoder outputs its mean and log-variance)
+    c.method.vae.loss = "bce"  # vae: bce (Bernoulli likelihood of images in [0, 1]) or mse (unit-variance Gaussian)
+    c.method.vae.kl_warmup_steps = 0  # vae: the KL term's weight rises linearly from 0 to 1 over these steps
+    c.method.vae.decoder_hidden = (256,)  # vae: MLP decoder widths, latent -> ... -> the input's shape
+    c.method.contrastive = ml_collections.ConfigDict()
+    c.method.contrastive.embed_dim = 64  # contrastive: the encoder's output width, the embedding the probe scores
+    c.method.contrastive.projection_dim = 32  # contrastive: the projection head's output, where NT-Xent is computed
+    c.method.contrastive.temperature = 0.2  # contrastive: NT-Xent temperature
+    c.method.contrastive.augment = "shift,noise"  # contrastive: the two views' augmentations: shift, flip, noise, erase
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 0  # total optimizer steps; 0 = derive from train.epochs
@@ -128,6 +143,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.top_k = 0  # classification: also report top-k accuracy for this k; 0 = off
     c.eval.best_metric = ""  # val metric that ranks checkpoints and drives early stopping, e.g. accuracy; "" = none
     c.eval.best_mode = "auto"  # max, min, or auto (min for loss/mse/mae, max otherwise)
+    c.eval.probe = True  # methods with an encoder, labelled data: linear probe, kNN, k-means of embeddings at the end
+    c.eval.probe_train_examples = 10000  # the probe fits on at most this many training examples (the split's first)
+    c.eval.probe_knn_k = 10  # neighbours of the kNN classifier (cosine distance)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"  # sgd, adam, adamw, rmsprop, adagrad, lion, adafactor or lamb (optax's definitions)
@@ -468,6 +486,18 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
     need(c.loss.name != "dpo", "loss.name", "dpo is a training method: use method.name=dpo (and method.dpo.beta)")
     need(c.method.dpo.beta > 0, "method.dpo.beta", f"must be > 0, got {c.method.dpo.beta}")
+    need(c.method.autoencoder.latent_dim > 0, "method.autoencoder.latent_dim", "must be > 0")
+    need(c.method.autoencoder.loss in ("mse", "bce"), "method.autoencoder.loss",
+         f"must be mse or bce, got {c.method.autoencoder.loss!r}")
+    need(c.method.vae.latent_dim > 0, "method.vae.latent_dim", "must be > 0")
+    need(c.method.vae.loss in ("mse", "bce"), "method.vae.loss", f"must be mse or bce, got {c.method.vae.loss!r}")
+    need(c.method.vae.kl_warmup_steps >= 0, "method.vae.kl_warmup_steps", "must be >= 0")
+    need(c.method.contrastive.embed_dim > 0, "method.contrastive.embed_dim", "must be > 0")
+    need(c.method.contrastive.projection_dim > 0, "method.contrastive.projection_dim", "must be > 0")
+    need(c.method.contrastive.temperature > 0, "method.contrastive.temperature",
+         f"must be > 0, got {c.method.contrastive.temperature}")
+    need(c.eval.probe_train_examples > 0, "eval.probe_train_examples", "must be > 0")
+    need(c.eval.probe_knn_k > 0, "eval.probe_knn_k", "must be > 0")
     need(c.data.eval_examples >= 0, "data.eval_examples", "must be >= 0")
     need(c.data.jsonl.train or not (c.data.jsonl.val or c.data.jsonl.test),
          "data.jsonl.val" if c.data.jsonl.val else "data.jsonl.test", "held-out JSONL needs data.jsonl.train too")

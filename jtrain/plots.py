@@ -1,4 +1,4 @@
-"""PNG plots of a run: training curves, confusion matrix, ROC curve.
+"""PNG plots of a run: training curves, confusion matrix, ROC curve, image grids, a PCA scatter of embeddings.
 
 Rendered with the Agg backend because training hosts are usually headless; every figure is closed
 right after saving so a long run that re-plots at each evaluation does not accumulate figures.
@@ -156,3 +156,49 @@ def plot_roc_curve(fpr: Any, tpr: Any, auc: float, path: str) -> str:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, path)
+
+
+def plot_image_grid(images: Any, path: str, title: str = "", row_labels: Sequence[str] = ()) -> str:
+    """Draws (R, N, H, W, C) images in [0, 1] as R rows of N (grey for one channel). Returns `path`."""
+    grid = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    if grid.ndim != 5:
+        raise ValueError(f"images must be (rows, columns, H, W, C), got shape {grid.shape}")
+    rows, cols = grid.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.8, 1.1 * rows + 0.4), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            image = grid[r, c]
+            ax = axes[r, c]
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0 and r < len(row_labels):
+                ax.set_ylabel(row_labels[r], fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path, tight=False)
+
+
+def plot_embedding_pca(embeddings: Any, labels: Any, class_names: Sequence[str] | None, path: str,
+                       title: str = "embeddings") -> str:
+    """Projects (N, D) embeddings on their first two principal components, one colour per label. Returns `path`."""
+    x = np.asarray(embeddings, np.float64)
+    x = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)  # principal axes: the rows of vt
+    points = x @ vt[:2].T if vt.shape[0] >= 2 else np.c_[x @ vt[:1].T, np.zeros(len(x))]  # (N, 2)
+    explained = s**2 / max(float((s**2).sum()), 1e-12)
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    cmap = plt.get_cmap("tab10" if len(np.unique(labels)) <= 10 else "tab20")
+    for i, label in enumerate(np.unique(labels)):
+        chosen = labels == label
+        name = class_names[int(label)] if class_names and 0 <= int(label) < len(class_names) else str(label)
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=6, color=cmap(i % cmap.N), label=name, alpha=0.7)
+    ax.set_xlabel(f"PC 1 ({explained[0]:.0%})")
+    ax.set_ylabel(f"PC 2 ({explained[1]:.0%})" if len(explained) > 1 else "PC 2")
+    ax.set_title(title)
+    ax.legend(fontsize="x-small", markerscale=2, loc="best")
+    fig.tight_layout()
+    return _save(fig, path, tight=False)

@@ -17,6 +17,8 @@ def format_table(summary: dict, splits: list[str] | None = None) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     lines = [f"summary at step {summary.get('step')}", line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    if summary.get("probe"):
+        lines.extend(probe_table(summary["probe"]))
     if summary.get("time"):
         t = summary["time"]
         lines.append(f"goodput {t['goodput']:.1%} of {t['total_s']:.1f} s (compile {t['compile_s']:.1f} s, data "
@@ -27,6 +29,17 @@ def format_table(summary: dict, splits: list[str] | None = None) -> str:
                            f"{t['total_s']:.1f} s, end (final evaluation, "
                            f"plots) {t['end_s']:.1f} s")
     return "\n".join(lines)
+
+
+def probe_table(probe: dict) -> list[str]:
+    """The encoder's probe scores beside the randomly initialised encoder's (jtrain/probe.py)."""
+    keys = ("linear_probe_accuracy", "knn_accuracy", "kmeans_nmi", "kmeans_ari")
+    header = ["", *keys]
+    rows = [[name, *(_cell(probe[name].get(k)) for k in keys)] for name in ("encoder", "random_encoder")]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return [f"probe on {probe['split']} ({probe['train_examples']} training examples; labels unseen in training)",
+            line(header), line(["-" * w for w in widths]), *map(line, rows)]
 
 
 def _cell(value) -> str:

@@ -31,6 +31,7 @@ from jtrain import distributed
 from jtrain import feed as feed_lib
 from jtrain import metrics as metrics_lib
 from jtrain import pretrained, summary as summary_lib
+from jtrain import probe as probe_lib
 from jtrain import sharding as sharding_lib
 from jtrain import throughput
 from jtrain import workdir as workdir_lib
@@ -290,6 +291,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
             reports = {role: evaluate_split(run, state, role) for role in reports}
         for role, report in reports.items():
             writer.write(end, role, metrics_lib.scalars(report))
+        findings = probe_lib.at_end(run, state)  # an encoder's embeddings against the labels, pictures (probe.py)
+        if findings and findings.scores:
+            writer.write(end, "probe", probe_lib.flat(findings.scores))
         writer.write(end, "time", time_spent)
         ckpt.close()
         writer.close()
@@ -301,8 +305,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
                            "stopped_early": stopped_early}
     if stopped_by_callback:
         summary["stopped"] = "on_eval"
+    if findings and findings.scores:
+        summary["probe"] = findings.scores
     if is_main:
-        _write_plots(workdir, summary, run)
+        _write_plots(workdir, summary, run, findings)
     # The whole wall time: before train() (the CLI's imports), the build, the start (checkpointer, feed, state),
     # the loop (time_spent) and the end (final evaluation and checkpoint, plots).
     time_spent.update(build_s=build_s, init_s=init_s, end_s=time.perf_counter() - loop_end)
@@ -399,7 +405,7 @@ def _launched_by_cli() -> bool:
     return launcher == "jtrain" or sys.argv[0].endswith(os.path.join("jtrain", "__main__.py"))
 
 
-def _write_plots(workdir: str, summary: dict, run: components.Run) -> None:
+def _write_plots(workdir: str, summary: dict, run: components.Run, findings: probe_lib.Findings | None) -> None:
     from jtrain import plots  # matplotlib is slow to import and needed only here, at the end
 
     plot_dir = os.path.join(workdir, "plots")
@@ -416,3 +422,12 @@ def _write_plots(workdir: str, summary: dict, run: components.Run) -> None:
             curve = summary[role]["roc_curve"]
             plots.plot_roc_curve(curve["fpr"], curve["tpr"], summary[role]["roc_auc"],
                                  os.path.join(plot_dir, f"roc_curve_{role}.png"))
+    if findings:  # a method's pictures (reconstructions, samples) and its embeddings by label
+        for name, images in findings.pictures.items():
+            rows = ("inputs", "reconstructions") if name == "reconstructions" else ()
+            plots.plot_image_grid(images, os.path.join(plot_dir, f"{name}.png"), title=f"{run.data.spec.name} {name}",
+                                  row_labels=rows)
+        if findings.embeddings is not None:
+            plots.plot_embedding_pca(*findings.embeddings, list(run.data.spec.class_names),
+                                     os.path.join(plot_dir, "embeddings_pca.png"),
+                                     title=f"{run.data.spec.name} {findings.scores['split']} embeddings ({run.method.name})")

@@ -27,6 +27,23 @@ subclass of it):
     begin(state) -> state        once, on the state training starts from (scratch or init.pretrained, never a
                                  resume): DPO freezes those params as its reference (None: nothing)
 
+Optional, for methods that train a model of their own around the family's network (jtrain/methods/autoencoder.py,
+vae.py, contrastive.py); None leaves each out:
+
+    wrap_model(model, data) -> module
+                   the module the run trains, holding `model` (model.name's network, built with output_width
+                   outputs) as its encoder plus the method's parts (decoder, projection head); `data` is the
+                   source (its spec and stats). Every model.apply of the run goes to this module.
+    check_batch(global_batch, data_parallel) -> None
+                   raises ConfigError (naming data.batch_size) when the batch does not suit the method
+    embed(model, state, inputs) -> (B, D)
+                   the frozen encoder's embeddings. With it, the end of a run scores them against the labels
+                   the method never trained on (jtrain/probe.py: linear probe, kNN, k-means), beside those of
+                   the same architecture at its initialisation
+    pictures(model, state, batch, key) -> {name: (N, H, W, C) images in [0, 1]}
+                   drawn as grids into WORKDIR/plots/NAME.png at the end of a run (e.g. inputs over their
+                   reconstructions, samples)
+
 Adding a method: one module here with a `build(config) -> Method` and one line in `METHODS`.
 """
 
@@ -39,7 +56,7 @@ from typing import Callable
 import ml_collections
 
 from jtrain.errors import ConfigError
-from jtrain.methods import dpo, supervised
+from jtrain.methods import autoencoder, contrastive, dpo, supervised, vae
 from jtrain.methods.base import Method
 
 __all__ = ["METHODS", "Method", "build", "factory"]
@@ -47,6 +64,9 @@ __all__ = ["METHODS", "Method", "build", "factory"]
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "supervised": supervised.build,  # classification, binary, regression, sequence: the loss's task
     "dpo": dpo.build,  # direct preference optimisation against a frozen reference
+    "autoencoder": autoencoder.build,  # reconstruct the inputs through a bottleneck (MSE or Bernoulli)
+    "vae": vae.build,  # variational autoencoder: ELBO with KL warm-up, samples from the prior
+    "contrastive": contrastive.build,  # SimCLR: NT-Xent between two augmented views over the global batch
 }
 
 

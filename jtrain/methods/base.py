@@ -27,3 +27,8 @@ class Method:
     init_state: Callable[[Any], Any] | None = None  # TrainState -> the state with the method's extras
     metrics: tuple[str, ...] = ()  # scalar metrics its evaluation reports, checked up front (eval.best_metric); () = not known
     begin: Callable[[Any], Any] | None = None  # applied once to the state training starts from
+    # (the family's model, data source) -> the module the run trains, built around that network (None: it as is)
+    wrap_model: Callable[[Any, Any], Any] | None = None
+    check_batch: Callable[[int, int], None] | None = None  # (global batch, data-parallel size) -> None or ConfigError
+    embed: Callable[[Any, Any, Any], Any] | None = None  # (model, state, inputs) -> (B, D) the frozen encoder's
+    pictures: Callable[[Any, Any, Batch, Any], dict] | None = None  # (model, state, batch, key) -> {name: images}
