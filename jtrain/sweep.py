@@ -531,6 +531,18 @@ def _objective(study, workdir: str, settings: Settings, base: ml_collections.Con
                 raise _Surplus(trial.number)
         config = base.copy_and_resolve_references()
         params = {d.key: d.suggest(trial) for d in dims}
+        # Samplers of categorical spaces draw a point again; training is deterministic, so its result stands.
+        twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if t.number != trial.number and t.params == trial.params), None)
+        if twin is not None:
+            trial.set_user_attr("same_as", twin.number)
+            trial.set_user_attr("workdir", twin.user_attrs.get("workdir"))
+            trial.set_user_attr("overrides", twin.user_attrs.get("overrides", []))
+            trial.set_user_attr("steps", 0)
+            trial.set_user_attr("wall_s", 0.0)
+            print(f"sweep: trial {trial.number} repeats trial {twin.number}'s params: its {settings.objective} = "
+                  f"{twin.value:.6g}, not trained again", flush=True)
+            return twin.value
         overrides = apply_params(config, dims, {d.key: trial.params[d.key] for d in dims})
         # A retry keeps its first attempt's directory (the user attribute is copied), so it resumes there.
         rel = me.user_attrs.get("workdir") or os.path.join("trials", f"{trial.number:03d}")
@@ -670,10 +682,11 @@ def trials_frame(study, settings: Settings):
             row[d.key] = repr(value) if isinstance(value, (tuple, list)) else value
         row.update(steps=t.user_attrs.get("steps"), wall_s=t.user_attrs.get("wall_s"),
                    workdir=t.user_attrs.get("workdir"), retry_of=t.system_attrs.get("failed_trial"),
-                   error=t.user_attrs.get("error"), worker=t.user_attrs.get("worker"))
+                   error=t.user_attrs.get("error"), worker=t.user_attrs.get("worker"),
+                   same_as=t.user_attrs.get("same_as"))
         rows.append(row)
     columns = ["trial", "state", settings.objective, *(d.key for d in dims), "steps", "wall_s", "workdir",
-               "retry_of", "error", "worker"]
+               "retry_of", "error", "worker", "same_as"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -213,6 +213,17 @@ def test_median_pruner_stops_a_hopeless_trial(digits_data_dir, tmp_path):
         assert os.path.isdir(w / rel / "checkpoints" / "20")
 
 
+def test_a_point_drawn_again_is_not_trained_again(digits_data_dir, tmp_path):
+    config = _config(digits_data_dir)
+    config.train.steps = 20
+    frame = jtrain.sweep(config, str(tmp_path / "twice"), space={"optim.learning_rate": "choice(3e-3)"},
+                         sampler="random", trials=2, objective="val.accuracy").sort_values("trial")
+    first, second = frame.iloc[0], frame.iloc[1]
+    assert first["steps"] == 20 and second["steps"] == 0 and second["same_as"] == first["trial"]
+    assert second["val.accuracy"] == first["val.accuracy"] and second["workdir"] == first["workdir"]
+    assert os.listdir(tmp_path / "twice" / "trials") == ["000"]
+
+
 def test_a_cross_validated_sweep_scores_each_trial_by_its_folds_and_leaves_test_alone(digits_data_dir, tmp_path):
     config = _config(digits_data_dir)
     config.train.steps = 20
