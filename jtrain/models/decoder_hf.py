@@ -64,6 +64,9 @@ def model_fields(hf: dict, file: str) -> dict:
     if window and uses_window and window < max_len:
         raise _refuse(file, "sliding_window", f"is {window}, shorter than max_position_embeddings {max_len} "
                                               f"(attention limited to a window)")
+    sliding = [t for t in hf.get("layer_types") or () if t != "full_attention"]
+    if sliding:
+        raise _refuse(file, "layer_types", f"has {len(sliding)} {sliding[0]!r} layers (attention limited to a window)")
     theta, scaling = _rope(hf, file)
     embed, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
     head_dim = int(hf.get("head_dim") or embed // heads)
