@@ -8,8 +8,11 @@ Sources (`init.format`, "auto" tells them apart by what the path holds):
              dir; written on any mesh, restored straight onto the target's shardings, only the wanted arrays
     msgpack  a Flax `flax.serialization.msgpack_serialize` file of params (or of {"params": ..., "batch_stats": ...});
              msgpack has no index, so the file is parsed into host memory before the shapes are known
-    hf       a Hugging Face directory (config.json + model.safetensors) of a BERT-family encoder, renamed and
-             transposed by the one table in jtrain/models/bert.py
+    hf       a Hugging Face directory (config.json + model.safetensors, or a sharded model.safetensors.index.json)
+             of a model_type a family's name table reads (Family.hf: BERT in jtrain/models/bert.py; llama, qwen2,
+             mistral, gpt2 in jtrain/models/decoder_hf.py); each device's shard of each array is read through
+             safetensors' lazy slices, never a whole model on the host. `with_pretrained_model` takes the
+             decoder's model.* fields from config.json (train.train calls it before building the model).
 Nothing is unpickled: Orbax, msgpack and safetensors hold plain arrays.
 
 Paths are the '/'-joined keys the policy table matches (`encoder/layer_0/query/kernel`); other collections than

@@ -1,8 +1,11 @@
 """A GPT-style decoder: tokens (B, T) int32 -> next-token logits (B, T, vocab) float32.
 
-Token embeddings plus learned positions (or rotary embeddings on queries and keys), `num_layers` pre-layer-norm
-blocks [LN -> causal multi-head attention -> residual; LN -> MLP (gelu) -> residual], a final LN and an untied
-output projection computed in float32. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
+Token embeddings plus learned positions (or rotary embeddings on queries and keys), `num_layers` pre-norm
+blocks [norm -> causal multi-head attention -> residual; norm -> MLP -> residual], a final norm and an output
+projection computed in float32. The defaults are GPT-2's layout (LayerNorm, gelu MLP, biases, untied head); the
+architecture fields make it Llama's, Qwen2's or Mistral's too: RMSNorm, SwiGLU MLP, rotary theta and Llama 3
+frequency scaling, grouped-query attention (`num_kv_heads`), a head size of its own, biases off (or on query,
+key and value only), tied output embeddings. jtrain/models/decoder_hf.py reads and writes those checkpoints. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
 `kv`, `mlp`, and `layers` for the scanned stack) that `mesh.rules` maps onto the device mesh (jtrain/sharding.py).
 
 `decode=True` (`model.clone(decode=True)`, used by jtrain/sample.py) keeps each block's keys and values for

@@ -219,7 +219,8 @@ def hf_config(config: ml_collections.ConfigDict, vocab: int, model_type: str) ->
     common = {"architectures": [ARCHITECTURES[model_type]], "model_type": model_type, "vocab_size": vocab,
               "tie_word_embeddings": bool(c.tie_embeddings), "torch_dtype": "float32"}
     if model_type == "gpt2":
-        return {**common, "n_embd": c.embed_dim, "n_layer": c.num_layers, "n_head": c.num_heads,
+        no_gpt2_tokens = {"bos_token_id": None, "eos_token_id": None} if vocab <= 50256 else {}  # not GPT-2's vocabulary
+        return {**common, **no_gpt2_tokens, "n_embd": c.embed_dim, "n_layer": c.num_layers, "n_head": c.num_heads,
                 "n_inner": c.mlp_dim, "n_positions": c.max_len, "layer_norm_epsilon": c.norm_eps,
                 "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
     out = {**common, "hidden_size": c.embed_dim, "num_hidden_layers": c.num_layers,
