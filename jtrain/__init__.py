@@ -26,6 +26,7 @@ _LAZY = {
     "data": ("jtrain.data", None),
     "default_config": ("jtrain.config", "default_config"),
     "evaluate": ("jtrain.evaluate", "evaluate"),
+    "export": ("jtrain.export", "export"),
     "load_experiment": ("jtrain.config", "load_experiment"),
     "nnx_model": ("jtrain.models", "nnx_model"),
     "predict": ("jtrain.predict", "predict"),

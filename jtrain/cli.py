@@ -1,4 +1,4 @@
-"""`jtrain train|finetune|cv|sweep|eval|predict|prepare ...`: thin wrappers over the public functions.
+"""`jtrain train|finetune|cv|sweep|eval|predict|export|prepare ...`: thin wrappers over the public functions.
 
 User mistakes (unknown config key, wrong type, missing file or data) print one line and exit with code 2.
 """
@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
 
+    exp = sub.add_parser("export", help="write a run's checkpoint in Hugging Face's layout (LoRA merged)")
+    exp.add_argument("--workdir", required=True)
+    exp.add_argument("--format", default="hf", help="hf: config.json + model.safetensors that transformers loads")
+    exp.add_argument("--output", required=True, help="directory to write")
+    exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+
     cmp = sub.add_parser("compare", help="finished runs side by side, with each one's difference from the first")
     cmp.add_argument("workdirs", nargs="+", help="two or more workdirs; the first is the baseline")
     cmp.add_argument("--split", default="test", help="which split's metrics (from each summary.json)")
@@ -222,6 +228,8 @@ def run(argv: list[str]) -> int:
     elif args.command == "sample":
         print(jtrain.sample(args.workdir, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, step=args.step))
+    elif args.command == "export":
+        print(f"wrote {jtrain.export(args.workdir, args.output, args.format, args.step)}")
     elif args.command == "compare":
         from jtrain.compare import format_comparison
 

@@ -8,8 +8,11 @@ Sources (`init.format`, "auto" tells them apart by what the path holds):
              dir; written on any mesh, restored straight onto the target's shardings, only the wanted arrays
     msgpack  a Flax `flax.serialization.msgpack_serialize` file of params (or of {"params": ..., "batch_stats": ...});
              msgpack has no index, so the file is parsed into host memory before the shapes are known
-    hf       a Hugging Face directory (config.json + model.safetensors) of a BERT-family encoder, renamed and
-             transposed by the one table in jtrain/models/bert.py
+    hf       a Hugging Face directory (config.json + model.safetensors, or a sharded model.safetensors.index.json)
+             of a model_type a family's name table reads (Family.hf: BERT in jtrain/models/bert.py; llama, qwen2,
+             mistral, gpt2 in jtrain/models/decoder_hf.py); each device's shard of each array is read through
+             safetensors' lazy slices, never a whole model on the host. `with_pretrained_model` takes the
+             decoder's model.* fields from config.json (train.train calls it before building the model).
 Nothing is unpickled: Orbax, msgpack and safetensors hold plain arrays.
 
 Paths are the '/'-joined keys the policy table matches (`encoder/layer_0/query/kernel`); other collections than
@@ -28,6 +31,7 @@ load_report.json (the lists, and `problems`) and load_report.txt (every path, on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -109,7 +113,9 @@ class Source:
     read: Callable[[dict[str, jax.ShapeDtypeStruct]], dict[str, jax.Array]]
 
 
-def open_source(path: str, fmt: str = "auto") -> Source:
+def open_source(path: str, fmt: str = "auto", scanned: bool = False) -> Source:
+    """The checkpoint at `path`; `scanned`: the model stacks its layers (decoder `scan_layers`), which Hugging Face
+    layouts then name as stacks of per-layer tensors."""
     if not path:
         raise ConfigError("config key 'init.pretrained': empty path")
     path = os.path.abspath(os.path.expanduser(path))
@@ -118,7 +124,9 @@ def open_source(path: str, fmt: str = "auto") -> Source:
     fmt = _detect(path) if fmt == "auto" else fmt
     if fmt not in FORMATS:
         raise ConfigError(f"config key 'init.format': must be auto, {', '.join(FORMATS)}; got {fmt!r}")
-    return {"orbax": _orbax_source, "msgpack": _msgpack_source, "hf": _hf_source}[fmt](path)
+    if fmt == "hf":
+        return _hf_source(path, scanned)
+    return {"orbax": _orbax_source, "msgpack": _msgpack_source}[fmt](path)
 
 
 def _detect(path: str) -> str:
@@ -126,7 +134,7 @@ def _detect(path: str) -> str:
         if path.endswith(".safetensors"):
             return "hf"
         return "msgpack"
-    if os.path.isfile(os.path.join(path, "model.safetensors")):
+    if os.path.isfile(os.path.join(path, "model.safetensors")) or os.path.isfile(os.path.join(path, INDEX)):
         return "hf"
     return "orbax"
 
@@ -221,56 +229,164 @@ def _msgpack_source(path: str) -> Source:
     return _host_source(path, "msgpack", lambda: flat, {p: (x.shape, str(x.dtype)) for p, x in flat.items()})
 
 
-def _hf_source(path: str) -> Source:
+INDEX = "model.safetensors.index.json"  # a sharded checkpoint: {"weight_map": {tensor name: shard file}}
+
+
+def _hf_files(path: str) -> tuple[str, dict[str, str]]:
+    """(directory, {tensor name: safetensors file}) of a Hugging Face directory, single file or sharded."""
+    directory = os.path.dirname(path) if os.path.isfile(path) else path
+    if os.path.isfile(path) and path.endswith(".safetensors"):
+        files = [path]
+    elif os.path.isfile(os.path.join(directory, "model.safetensors")):
+        files = [os.path.join(directory, "model.safetensors")]
+    elif os.path.isfile(os.path.join(directory, INDEX)):
+        index_file = os.path.join(directory, INDEX)
+        try:
+            with open(index_file) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"{index_file}: not a safetensors index ({type(e).__name__}: {e})") from e
+        for shard in sorted(set(weight_map.values())):
+            if not os.path.isfile(os.path.join(directory, shard)):
+                raise ConfigError(f"{index_file}: shard {shard} is missing from {directory}")
+        return directory, {name: os.path.join(directory, shard) for name, shard in weight_map.items()}
+    else:
+        raise ConfigError(f"config key 'init.pretrained': {directory} has no model.safetensors or {INDEX}")
     from safetensors import safe_open
 
+    names = {}
+    for file in files:
+        with safe_open(file, framework="numpy") as f:  # reads the header only
+            names.update({name: file for name in f.keys()})
+    return directory, names
+
+
+def read_hf_config(directory: str) -> tuple[str, dict]:
+    """(config.json path, its contents); a bare safetensors file without one is BERT (the original import)."""
+    config_file = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_file):
+        return config_file, {"model_type": "bert"}
+    try:
+        with open(config_file) as f:
+            return config_file, json.load(f)
+    except ValueError as e:
+        raise ConfigError(f"{config_file}: not JSON ({e})") from e
+
+
+def hf_family(config_file: str, hf: dict):
+    """The family (jtrain/models) whose name table reads this config.json's model_type, or one line naming them."""
     from jtrain import models
 
-    directory = os.path.dirname(path) if os.path.isfile(path) else path
-    file = path if os.path.isfile(path) else os.path.join(path, "model.safetensors")
-    if not os.path.isfile(file):
-        raise ConfigError(f"config key 'init.pretrained': {directory} has no model.safetensors")
-    config_file = os.path.join(directory, "config.json")
-    model_type = "bert"  # a bare safetensors file without its config.json: BERT's names, the original import
-    if os.path.isfile(config_file):
-        with open(config_file) as f:
-            model_type = json.load(f).get("model_type", "")
+    model_type = hf.get("model_type", "")
     family = models.hf_family(model_type)
     if family is None:
         raise ConfigError(f"{config_file}: model_type {model_type!r}: jtrain reads Hugging Face weights of "
                           f"{', '.join(repr(t) for t in models.hf_model_types())}")
-    table = family.hf
+    if family.hf.model_fields:
+        family.hf.model_fields(hf, config_file)  # refuses a feature the family does not implement, naming it
+    return family
+
+
+def _hf_source(path: str, scanned: bool = False) -> Source:
+    from safetensors import safe_open
+
+    from jtrain.models.hf_layout import HFEntry
+
+    directory = os.path.dirname(path) if os.path.isfile(path) else path
+    config_file, hf = read_hf_config(directory)
+    table = hf_family(config_file, hf).hf
+    _, files = _hf_files(path)
+    with contextlib.ExitStack() as stack:  # headers only: shapes and dtypes of every tensor
+        handles = {}
+        for file in set(files.values()):
+            handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
+        headers = {name: handles[file].get_slice(name) for name, file in files.items()}
+        shapes = {name: tuple(sl.get_shape()) for name, sl in headers.items()}
+        dtypes = {name: _safetensors_dtype(sl.get_dtype()) for name, sl in headers.items()}
+    if table.layout:
+        layouts, ignored = table.layout(hf, shapes, scanned)
+    else:  # one tensor per path: the table's kind says whether it is stored transposed
+        layouts, ignored = {}, {n for n in shapes if table.is_buffer(n)}
+        for name, shape in shapes.items():
+            mapped = None if name in ignored else table.to_path(name)
+            if mapped:
+                src, kind = mapped
+                t = table.transposed(kind)
+                layouts[src] = HFEntry(name, tuple((n,) for n in (shape[::-1] if t else shape)), transpose=t)
     specs: dict[str, Spec] = {}
-    names: dict[str, tuple[str, str]] = {}  # source path -> (safetensors name, conversion kind)
-    with safe_open(file, framework="np") as f:  # reads the header only
-        for name in f.keys():
-            if table.is_buffer(name):
-                continue  # a buffer saved beside the weights, not a parameter
-            mapped = table.to_path(name)
-            sl = f.get_slice(name)
-            shape, dtype = tuple(sl.get_shape()), _safetensors_dtype(sl.get_dtype())
-            if mapped is None:  # reported as unused under its own name
-                specs[name], names[name] = (shape, dtype), (name, "")
-                continue
-            src, kind = mapped
-            specs[src] = (shape[::-1] if table.transposed(kind) else shape, dtype)
-            names[src] = (name, kind)
+    used = set()
+    for src, layout in layouts.items():
+        names = [e.name for e in getattr(layout, "layers", (layout,))]
+        if not all(n in shapes for n in names):
+            continue  # the model has the path, the checkpoint not: reported as newly initialised
+        specs[src] = (layout.shape, dtypes[names[0]])
+        used.update(names)
+    for name in shapes:  # reported as unused under their own names
+        if name not in used and name not in ignored:
+            specs[name] = (shapes[name], dtypes[name])
 
     def read(wanted: dict[str, jax.ShapeDtypeStruct]) -> dict[str, jax.Array]:
-        with safe_open(file, framework="np") as f:  # one tensor at a time: never the whole file in memory
+        # Each device's shard is read from the file's lazy slices: never a whole tensor more than a shard needs,
+        # never the whole model on the host.
+        with contextlib.ExitStack() as stack:
+            handles: dict[str, Any] = {}
+
+            def open_slice(name: str):
+                file = files[name]
+                if file not in handles:
+                    handles[file] = stack.enter_context(safe_open(file, framework="numpy"))
+                return handles[file].get_slice(name)
+
             out = {}
             for src, t in wanted.items():
-                name, kind = names[src]
-                a = table.convert(f.get_tensor(name), kind)
-                out[src] = jax.make_array_from_callback(t.shape, t.sharding, lambda index, a=a: a[index])
+                layout, blocks = layouts[src], {}
+
+                def shard(index, layout=layout, blocks=blocks, t=t):
+                    key = tuple(s.indices(n)[:2] for s, n in zip(index, t.shape)) if index else ()
+                    if key not in blocks:  # replicated shards read once
+                        blocks[key] = layout.read(open_slice, index)
+                    return blocks[key]
+
+                out[src] = jax.make_array_from_callback(t.shape, t.sharding, shard)
             return out
 
-    return Source(file, "hf", specs, read)
+    return Source(directory if len(set(files.values())) > 1 else next(iter(files.values())), "hf", specs, read)
 
 
 def _safetensors_dtype(code: str) -> str:
     return {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
             "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}.get(code, code.lower())
+
+
+def with_pretrained_model(config: ml_collections.ConfigDict, log: bool = True) -> ml_collections.ConfigDict:
+    """`config`, or a copy whose model.name and architecture fields come from init.pretrained's config.json when
+    that is a Hugging Face checkpoint of a family that reads its sizes there (the decoder's causal LMs). The run's
+    own settings (dtype, scan_layers, remat, attention, dropout, LoRA) stay as configured."""
+    from jtrain import config as config_lib
+    from jtrain import models
+
+    init = config.init
+    if not init.pretrained or init.format not in ("auto", "hf"):
+        return config
+    path = os.path.abspath(os.path.expanduser(init.pretrained))
+    if not os.path.exists(path) or (init.format == "auto" and _detect(path) != "hf"):
+        return config  # open_source says what is wrong with the path, at load time
+    config_file, hf = read_hf_config(os.path.dirname(path) if os.path.isfile(path) else path)
+    family = hf_family(config_file, hf)
+    if not family.hf.model_fields:
+        return config  # BERT: the experiment sets its sizes (bert.model_config_from_hf)
+    name = next(n for n, f in models.families().items() if f is family)
+    fields = {"name": name, **family.hf.model_fields(hf, config_file)}
+    changed = {k: v for k, v in fields.items() if config.model.get(k) != v}
+    if not changed:
+        return config
+    config = config.copy_and_resolve_references()
+    for key, value in fields.items():
+        config_lib.set_value(config, f"model.{key}", value)
+    if log and jax.process_index() == 0:
+        print(f"jtrain: model from {config_file}: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()),
+              file=sys.stderr)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -369,7 +485,8 @@ def load(init: ml_collections.ConfigDict, variables: dict, log: bool = True) -> 
     before an array is read. Otherwise the report is printed (when `log`) and the rest keeps its initialisation.
     """
     variables = nn.meta.unbox(dict(variables))  # straight from model.init: logical-axis boxes hold the arrays
-    source = open_source(init.pretrained, init.format)
+    source = open_source(init.pretrained, init.format,
+                         scanned=any(p.startswith("layers/") for p in flat_variables(variables)))
     report, load_map = plan(source, variables, init.rename, init.skip)
     problems = report.problems()
     if init.strict and problems:

@@ -68,6 +68,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
     if data is not None:
         config = config.copy_and_resolve_references()
         config.data.name = data_lib.python_name(data)
+    config = pretrained.with_pretrained_model(config)  # a Hugging Face causal LM brings its architecture
     config_lib.validate(config)
     changes = workdir_lib.check_resume(workdir, config, allow_changes)  # before anything is written
     # A run of one's own data prepares it as it first did (jtrain/data/own.py), not as refitted now.

@@ -296,4 +296,4 @@ FAMILY = Family(build, fields=dict(
     type_vocab_size=2,  # bert: rows of the token-type (segment) embedding table
     layer_norm_eps=1e-12,  # bert: LayerNorm epsilon (BERT's value)
 ), hf=HFNames(model_types=("bert",), to_path=hf_to_path, convert=convert, transposed=lambda kind: kind == LINEAR,
-              is_buffer=lambda name: bool(HF_BUFFERS.fullmatch(name))))
+              is_buffer=lambda name: bool(HF_BUFFERS.fullmatch(name)), export=export_hf))

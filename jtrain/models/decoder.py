@@ -1,8 +1,11 @@
 """A GPT-style decoder: tokens (B, T) int32 -> next-token logits (B, T, vocab) float32.
 
-Token embeddings plus learned positions (or rotary embeddings on queries and keys), `num_layers` pre-layer-norm
-blocks [LN -> causal multi-head attention -> residual; LN -> MLP (gelu) -> residual], a final LN and an untied
-output projection computed in float32. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
+Token embeddings plus learned positions (or rotary embeddings on queries and keys), `num_layers` pre-norm
+blocks [norm -> causal multi-head attention -> residual; norm -> MLP -> residual], a final norm and an output
+projection computed in float32. The defaults are GPT-2's layout (LayerNorm, gelu MLP, biases, untied head); the
+architecture fields make it Llama's, Qwen2's or Mistral's too: RMSNorm, SwiGLU MLP, rotary theta and Llama 3
+frequency scaling, grouped-query attention (`num_kv_heads`), a head size of its own, biases off (or on query,
+key and value only), tied output embeddings. jtrain/models/decoder_hf.py reads and writes those checkpoints. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
 `kv`, `mlp`, and `layers` for the scanned stack) that `mesh.rules` maps onto the device mesh (jtrain/sharding.py).
 
 `decode=True` (`model.clone(decode=True)`, used by jtrain/sample.py) keeps each block's keys and values for
@@ -38,7 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrain.errors import ConfigError
-from jtrain.models.family import Family
+from jtrain.models import decoder_hf
+from jtrain.models.family import Family, HFNames
 from jtrain.sharding import constrain
 
 POSITIONS = ("learned", "rotary")
@@ -47,6 +51,8 @@ POSITIONS = ("learned", "rotary")
 # float16 picks cuDNN's flash attention (scores never stored: less memory and time at long sequences) and XLA's
 # einsum form elsewhere. The two give the same result up to rounding.
 ATTENTION = ("einsum", "fused")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
 # What a rematerialised block keeps for the backward pass. full: only its input (recomputes the whole block, about a
 # third more compute). dots: also the outputs of its products with weights (recomputes norms, gelu and attention:
 # most of remat's memory saving at a fraction of its compute).
@@ -62,18 +68,36 @@ def _zeros(names: tuple):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
-def _layer_norm(dtype, name: str) -> nn.LayerNorm:
+def _norm(kind: str, eps: float, dtype, name: str) -> nn.Module:
+    """A LayerNorm (scale and bias) or an RMSNorm (scale only), named like the other and with the same axes."""
     scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
-    return nn.LayerNorm(dtype=dtype, name=name, scale_init=scale_init, bias_init=_zeros(("embed",)))
+    if kind == "rmsnorm":
+        return nn.RMSNorm(epsilon=eps, dtype=dtype, name=name, scale_init=scale_init)
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name, scale_init=scale_init, bias_init=_zeros(("embed",)))
 
 
-def rotary(x: jax.Array, offset=0, positions: jax.Array | None = None) -> jax.Array:
+def rope_frequencies(half: int, theta: float = 10000.0, scaling: tuple = ()) -> jax.Array:
+    """The D/2 rotary frequencies theta^(-i / (D/2)); `scaling` = (factor, low_freq_factor, high_freq_factor,
+    original_max_len) applies Llama 3's: long wavelengths divided by factor, short ones kept, smooth between."""
+    freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))  # (D/2,)
+    if scaling:
+        factor, low, high, original = scaling
+        wavelen = 2 * math.pi / freq
+        smooth = (original / wavelen - low) / (high - low)  # 0 at the low-frequency end, 1 at the high one
+        mid = (1 - smooth) * freq / factor + smooth * freq
+        freq = jnp.where(wavelen > original / low, freq / factor, jnp.where(wavelen < original / high, freq, mid))
+    return freq
+
+
+def rotary(x: jax.Array, offset=0, positions: jax.Array | None = None, freq: jax.Array | None = None) -> jax.Array:
     """Rotary position embedding of queries or keys (B, T, H, D): pairs (i, i + D/2) rotate by position * freq_i.
     `offset` is the position of the first row (decoding with a cache continues where it stopped); `positions`
-    (B, T), when given, are each token's own (packed sequences restart at 0 in every segment)."""
+    (B, T), when given, are each token's own (packed sequences restart at 0 in every segment); `freq` (D/2,)
+    defaults to rope_frequencies with theta 10000."""
     _, t, _, d = x.shape
     half = d // 2
-    freq = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) / half))  # (D/2,)
+    if freq is None:
+        freq = rope_frequencies(half)  # (D/2,)
     pos = jnp.arange(t, dtype=jnp.float32)[None] + offset if positions is None else positions.astype(jnp.float32)
     angles = pos[..., None] * freq  # (1 or B, T, D/2)
     sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]  # (1 or B, T, 1, D/2)
@@ -94,28 +118,40 @@ class Block(nn.Module):
     dtype: jnp.dtype = jnp.float32
     decode: bool = False  # key-value cache of max_len positions in the "cache" collection (jtrain/sample.py)
     max_len: int = 0  # cache length when decode
+    norm: str = "layernorm"  # see NORMS
+    norm_eps: float = 1e-6
+    mlp: str = "gelu"  # see MLPS
+    num_kv_heads: int = 0  # grouped-query attention: key/value heads, each shared by num_heads / num_kv_heads; 0 = all
+    head_dim: int = 0  # 0 = embed_dim / num_heads
+    rope_theta: float = 10000.0
+    rope_scaling: tuple = ()  # see rope_frequencies
+    bias: bool = True  # biases of the attention and MLP projections
+    qkv_bias: bool = False  # query/key/value biases even without `bias` (Qwen2)
 
     @nn.compact
     def __call__(self, x: jax.Array, packing: tuple[jax.Array, jax.Array] | None) -> tuple[jax.Array, None]:
         # packing: None, or (segment_ids, positions) (B, T) each for packed sequences (see Decoder)
         _, t, e = x.shape  # (B, T, E)
-        h, d = self.num_heads, e // self.num_heads
+        h, d = self.num_heads, self.head_dim or e // self.num_heads
+        kv = self.num_kv_heads or h
         out_std = 0.02 / math.sqrt(2 * self.num_layers)
 
         # Causal self-attention.
-        y = _layer_norm(self.dtype, "ln_attn")(x)  # (B, T, E)
-        qkv = [nn.DenseGeneral((h, d), dtype=self.dtype, name=n, kernel_init=_init(0.02, ("embed", "heads", "kv")),
-                               bias_init=_zeros(("heads", "kv")))(y) for n in ("query", "key", "value")]
-        q, k, v = (constrain(a, ("batch", None, "heads", "kv")) for a in qkv)  # (B, T, H, D) each
+        y = _norm(self.norm, self.norm_eps, self.dtype, "ln_attn")(x)  # (B, T, E)
+        qkv = [nn.DenseGeneral((n_heads, d), dtype=self.dtype, name=n, use_bias=self.bias or self.qkv_bias,
+                               kernel_init=_init(0.02, ("embed", "heads", "kv")), bias_init=_zeros(("heads", "kv")))(y)
+               for n, n_heads in (("query", h), ("key", kv), ("value", kv))]
+        q, k, v = (constrain(a, ("batch", None, "heads", "kv")) for a in qkv)  # (B, T, H, D), k and v (B, T, KV, D)
         offset = 0
         if self.decode:  # the new rows sit at positions index .. index + T - 1
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
             offset = index.value
         positions = None if packing is None else packing[1]
         if self.position == "rotary":
-            q, k = rotary(q, offset, positions), rotary(k, offset, positions)
+            freq = rope_frequencies(d // 2, self.rope_theta, self.rope_scaling)  # (D/2,)
+            q, k = rotary(q, offset, positions, freq), rotary(k, offset, positions, freq)
         if self.decode:
-            k, v, causal = self._cached(k, v, offset)  # (B, L, H, D) keys/values of every position so far
+            k, v, causal = self._cached(k, v, offset)  # (B, L, KV, D) keys/values of every position so far
             index.value = offset + t
         else:
             causal = jnp.tril(jnp.ones((t, t), dtype=bool))  # (T, T): query i sees keys <= i
@@ -134,27 +170,33 @@ class Block(nn.Module):
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=plain,
                                              implementation="cudnn" if cudnn else "xla")  # (B, T, H, D)
         else:
+            if kv != h:  # query head i reads key/value head i // (H / KV), as in grouped-query attention
+                k, v = jnp.repeat(k, h // kv, axis=2), jnp.repeat(v, h // kv, axis=2)  # (B, T or L, H, D)
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)  # (B, H, T, T or L)
             scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
             weights = jax.nn.softmax(scores, axis=-1).astype(self.dtype)  # (B, H, T, T), softmax in float32
             weights = constrain(weights, ("batch", "heads", None, None))
             y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)  # (B, T, H, D)
-        y = nn.DenseGeneral(e, axis=(-2, -1), dtype=self.dtype, name="out", bias_init=_zeros(("embed",)),
-                            kernel_init=_init(out_std, ("heads", "kv", "embed")))(y)  # (B, T, E)
+        y = nn.DenseGeneral(e, axis=(-2, -1), dtype=self.dtype, name="out", use_bias=self.bias,
+                            bias_init=_zeros(("embed",)), kernel_init=_init(out_std, ("heads", "kv", "embed")))(y)  # (B, T, E)
         x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
 
         # MLP.
-        y = _layer_norm(self.dtype, "ln_mlp")(x)
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in", kernel_init=_init(0.02, ("embed", "mlp")),
-                     bias_init=_zeros(("mlp",)))(y)  # (B, T, M)
-        y = constrain(nn.gelu(y), ("batch", None, "mlp"))
+        y = _norm(self.norm, self.norm_eps, self.dtype, "ln_mlp")(x)
+        dense = lambda name: nn.Dense(self.mlp_dim, dtype=self.dtype, name=name, use_bias=self.bias,
+                                      kernel_init=_init(0.02, ("embed", "mlp")), bias_init=_zeros(("mlp",)))
+        if self.mlp == "swiglu":
+            y = nn.silu(dense("mlp_gate")(y)) * dense("mlp_in")(y)  # (B, T, M)
+        else:
+            y = nn.gelu(dense("mlp_in")(y))  # (B, T, M), gelu's tanh form (GPT-2's)
+        y = constrain(y, ("batch", None, "mlp"))
         y = nn.Dense(e, dtype=self.dtype, name="mlp_out", kernel_init=_init(out_std, ("mlp", "embed")),
-                     bias_init=_zeros(("embed",)))(y)  # (B, T, E)
+                     use_bias=self.bias, bias_init=_zeros(("embed",)))(y)  # (B, T, E)
         x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
         return x, None
 
     def _cached(self, k: jax.Array, v: jax.Array, offset: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Writes the new keys/values (B, T, H, D) at `offset` into the cache (B, L, H, D); returns the whole cache
+        """Writes the new keys/values (B, T, KV, D) at `offset` into the cache (B, L, KV, D); returns the whole cache
         and the (T, L) mask of the positions each new query may see (its own and earlier ones)."""
         b, t, h, d = k.shape
         cached_k = self.variable("cache", "cached_key", jnp.zeros, (b, self.max_len, h, d), k.dtype)
@@ -182,6 +224,18 @@ class Decoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
     head_float32: bool = True  # the output projection in float32 whatever dtype says
     decode: bool = False  # incremental decoding with a key-value cache (model.clone(decode=True), jtrain/sample.py)
+    # Architecture options (the FAMILY fields below say what each does); the defaults are GPT-2's layout.
+    norm: str = "layernorm"
+    norm_eps: float = 1e-6
+    mlp: str = "gelu"
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    rope_theta: float = 10000.0
+    rope_scaling: tuple = ()
+    bias: bool = True
+    qkv_bias: bool = False
+    head_bias: bool = True
+    tie_embeddings: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool, segment_ids: jax.Array | None = None) -> jax.Array:
@@ -199,8 +253,9 @@ class Decoder(nn.Module):
             starts = jnp.concatenate([first, segment_ids[:, 1:] != segment_ids[:, :-1]], 1)  # (B, T) segment starts
             positions = index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # (B, T) offset in its segment
             packing = (segment_ids, positions)
-        x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
-                     embedding_init=_init(0.02, ("vocab", "embed")))(tokens)  # (B, T, E)
+        embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
+                         embedding_init=_init(0.02, ("vocab", "embed")))
+        x = embed(tokens)  # (B, T, E)
         if self.position == "learned":
             # Position rows are few and tied to no mesh axis: no logical name, so only "*" may split them.
             table = self.param("pos_embed", _init(0.01, (None, "embed")), (self.max_len, self.embed_dim))  # (L, E)
@@ -219,7 +274,9 @@ class Decoder(nn.Module):
             block = nn.remat(Block, prevent_cse=not self.scan_layers, policy=REMAT_POLICIES[self.remat_policy])
         kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, num_layers=self.num_layers,
                       position=self.position, attention=self.attention, dropout=self.dropout,
-                      deterministic=not train, dtype=self.dtype)
+                      deterministic=not train, dtype=self.dtype, norm=self.norm, norm_eps=self.norm_eps,
+                      mlp=self.mlp, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, rope_theta=self.rope_theta,
+                      rope_scaling=tuple(self.rope_scaling), bias=self.bias, qkv_bias=self.qkv_bias)
         if self.decode:
             kwargs.update(decode=True, max_len=self.max_len)
         if self.scan_layers:
@@ -232,13 +289,21 @@ class Decoder(nn.Module):
             for i in range(self.num_layers):
                 x, _ = block(**kwargs, name=f"block_{i}")(x, packing)
 
-        x = _layer_norm(self.dtype, "ln_final")(x)
+        x = _norm(self.norm, self.norm_eps, self.dtype, "ln_final")(x)
         # By default the head computes in float32 so the loss sees full-precision logits. In bfloat16 it runs at the
         # matrix units' full rate (a float32 head is a visible part of a large model's step on GPUs), and the
         # logits are cast to float32 for the loss.
         head_dtype = jnp.float32 if self.head_float32 else self.dtype
-        logits = nn.Dense(self.vocab_size, dtype=head_dtype, name="head", kernel_init=_init(0.02, ("embed", "vocab")),
-                          bias_init=_zeros(("vocab",)))(x).astype(jnp.float32)  # (B, T, V)
+        if self.tie_embeddings:  # the output projection is the embedding table, transposed
+            table = jnp.asarray(embed.embedding, head_dtype)  # (V, E)
+            logits = jnp.einsum("bte,ve->btv", x.astype(head_dtype), table)  # (B, T, V)
+            if self.head_bias:
+                logits = logits + self.param("head_bias", _zeros(("vocab",)), (self.vocab_size,)).astype(head_dtype)
+            logits = logits.astype(jnp.float32)
+        else:
+            logits = nn.Dense(self.vocab_size, dtype=head_dtype, name="head", use_bias=self.head_bias,
+                              kernel_init=_init(0.02, ("embed", "vocab")),
+                              bias_init=_zeros(("vocab",)))(x).astype(jnp.float32)  # (B, T, V)
         return constrain(logits, ("batch", None, "vocab"))
 
 
@@ -253,23 +318,37 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
     for key in ("num_layers", "num_heads", "embed_dim", "mlp_dim", "max_len"):
         if config[key] <= 0:
             raise ConfigError(f"config key 'model.{key}': must be > 0, got {config[key]}")
-    if config.embed_dim % config.num_heads:
+    if config.embed_dim % config.num_heads and not config.head_dim:
         raise ConfigError(f"config key 'model.embed_dim': {config.embed_dim} is not divisible by model.num_heads="
-                          f"{config.num_heads}")
-    if config.attention not in ATTENTION:
-        raise ConfigError(f"config key 'model.attention': must be one of {', '.join(ATTENTION)}, "
-                          f"got {config.attention!r}")
-    if config.remat_policy not in REMAT_POLICIES:
-        raise ConfigError(f"config key 'model.remat_policy': must be one of {', '.join(REMAT_POLICIES)}, "
-                          f"got {config.remat_policy!r}")
-    if config.position == "rotary" and (config.embed_dim // config.num_heads) % 2:
+                          f"{config.num_heads} (or set model.head_dim)")
+    for key, allowed in (("attention", ATTENTION), ("remat_policy", REMAT_POLICIES), ("norm", NORMS), ("mlp", MLPS)):
+        if config[key] not in allowed:
+            raise ConfigError(f"config key 'model.{key}': must be one of {', '.join(allowed)}, got {config[key]!r}")
+    kv = config.num_kv_heads or config.num_heads
+    if config.num_kv_heads < 0 or config.num_heads % kv:
+        raise ConfigError(f"config key 'model.num_kv_heads': must divide model.num_heads={config.num_heads}, "
+                          f"got {config.num_kv_heads}")
+    if config.head_dim < 0:
+        raise ConfigError(f"config key 'model.head_dim': must be >= 0, got {config.head_dim}")
+    if config.position == "rotary" and _head_dim(config) % 2:
         raise ConfigError("config key 'model.position': rotary needs an even head size "
-                          "(model.embed_dim / model.num_heads)")
+                          "(model.head_dim, or model.embed_dim / model.num_heads)")
+    scaling = tuple(config.rope_scaling)
+    if scaling and (len(scaling) != 4 or scaling[0] <= 0 or scaling[2] <= scaling[1]):
+        raise ConfigError("config key 'model.rope_scaling': () or (factor, low_freq_factor, high_freq_factor, "
+                          f"original_max_len) with factor > 0 and high > low, got {scaling}")
     return Decoder(vocab_size=vocab, num_layers=config.num_layers, num_heads=config.num_heads,
                    embed_dim=config.embed_dim, mlp_dim=config.mlp_dim, max_len=config.max_len, position=config.position,
                    attention=config.attention,
                    dropout=config.dropout, scan_layers=config.scan_layers, remat=config.remat,
-                   remat_policy=config.remat_policy, dtype=jnp.dtype(config.dtype), head_float32=config.head_float32)
+                   remat_policy=config.remat_policy, dtype=jnp.dtype(config.dtype), head_float32=config.head_float32,
+                   norm=config.norm, norm_eps=config.norm_eps, mlp=config.mlp, num_kv_heads=config.num_kv_heads,
+                   head_dim=config.head_dim, rope_theta=config.rope_theta, rope_scaling=scaling, bias=config.bias,
+                   qkv_bias=config.qkv_bias, head_bias=config.head_bias, tie_embeddings=config.tie_embeddings)
+
+
+def _head_dim(config: ml_collections.ConfigDict) -> int:
+    return config.head_dim or config.embed_dim // config.num_heads
 
 
 def flops_per_token(config: ml_collections.ConfigDict, model: Decoder, seq_len: int) -> float:
@@ -279,8 +358,11 @@ def flops_per_token(config: ml_collections.ConfigDict, model: Decoder, seq_len: 
 
 def matmul_flops_per_token(config: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> float:
     e, m, layers = config.embed_dim, config.mlp_dim, config.num_layers
-    matmul_weights = layers * (4 * e * e + 2 * e * m) + e * vocab_size  # (q, k, v, out) + (mlp in, out); head
-    return 6.0 * matmul_weights + 12.0 * layers * seq_len * e
+    h, d, kv = config.num_heads, _head_dim(config), config.num_kv_heads or config.num_heads
+    mlp_matrices = 3 if config.mlp == "swiglu" else 2  # (gate,) in, out
+    # (q, out) + (k, v) + MLP; head. Attention's T x T products: 2 x 2 T (H D) per layer and token, forward.
+    matmul_weights = layers * (2 * e * h * d + 2 * e * kv * d + mlp_matrices * e * m) + e * vocab_size
+    return 6.0 * matmul_weights + 12.0 * layers * seq_len * h * d
 
 
 def plan_tokens(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -308,4 +390,17 @@ FAMILY = Family(build, fields=dict(
     scan_layers=False,  # decoder: nn.scan over the blocks (one compiled block; params stacked on 'layers')
     remat=False,  # decoder: recompute each block's activations in the backward pass (less memory)
     remat_policy="full",  # decoder, with remat: full (keep nothing) or dots (keep the weight products)
-), flops_per_token=flops_per_token, samples=True, plan_tokens=plan_tokens)
+    norm="layernorm",  # decoder: layernorm (scale and bias) or rmsnorm (scale only: Llama, Qwen, Mistral)
+    norm_eps=1e-6,  # decoder: epsilon of every norm (GPT-2 1e-5, Llama 1e-5 or 1e-6)
+    mlp="gelu",  # decoder: gelu (in -> gelu -> out) or swiglu (silu(gate) * in -> out: Llama, Qwen, Mistral)
+    num_kv_heads=0,  # decoder: key/value heads for grouped-query attention (divides num_heads); 0 = num_heads
+    head_dim=0,  # decoder: size of each attention head; 0 = embed_dim / num_heads
+    rope_theta=10000.0,  # decoder, rotary: base of the rotation frequencies (Llama 3: 500000)
+    rope_scaling=(),  # decoder, rotary: () or Llama 3's (factor, low_freq_factor, high_freq_factor, original_max_len)
+    bias=True,  # decoder: biases on the attention and MLP projections (GPT-2 yes; Llama, Qwen, Mistral no)
+    qkv_bias=False,  # decoder: query/key/value biases even when bias=False (Qwen2)
+    head_bias=True,  # decoder: a bias on the output projection
+    tie_embeddings=False,  # decoder: the output projection is the transposed token embedding (GPT-2), no head kernel
+), flops_per_token=flops_per_token, samples=True, plan_tokens=plan_tokens,
+   hf=HFNames(model_types=decoder_hf.MODEL_TYPES, layout=decoder_hf.layout, model_fields=decoder_hf.model_fields,
+              export=decoder_hf.export))

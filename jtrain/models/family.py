@@ -10,13 +10,23 @@ import ml_collections
 
 @dataclasses.dataclass(frozen=True)
 class HFNames:
-    """A family's Hugging Face weight layout: which checkpoints it reads and how their names map to jtrain paths."""
+    """A family's Hugging Face weight layout: which checkpoints it reads and how their names map to jtrain paths.
+
+    Either a one-to-one table (`to_path`, `convert`, `transposed`, `is_buffer`: BERT), or `layout`, for layouts
+    that depend on config.json (heads, fused projections, stacked layers: the decoder's)."""
 
     model_types: tuple[str, ...]  # config.json `model_type` values this table reads
-    to_path: Callable[[str], tuple[str, str] | None]  # HF name -> (jtrain path, conversion kind), None = unknown
-    convert: Callable[[Any, str], Any]  # (array, kind) -> array, either direction
-    transposed: Callable[[str], bool]  # kind -> the HF array is the transpose of jtrain's
-    is_buffer: Callable[[str], bool]  # HF name saved beside the weights that is not a parameter
+    to_path: Callable[[str], tuple[str, str] | None] | None = None  # HF name -> (jtrain path, kind), None = unknown
+    convert: Callable[[Any, str], Any] | None = None  # (array, kind) -> array, either direction
+    transposed: Callable[[str], bool] | None = None  # kind -> the HF array is the transpose of jtrain's
+    is_buffer: Callable[[str], bool] | None = None  # HF name saved beside the weights that is not a parameter
+    # (config.json, {HF name: shape}, scanned layers) -> ({jtrain path: hf_layout.HFEntry or HFStack},
+    # HF names that are no parameter of the model, e.g. a tied output copy)
+    layout: Callable[[dict, dict, bool], tuple[dict, set]] | None = None
+    # (config.json, its path) -> the model.* fields it sets (ConfigError naming a config.json field jtrain lacks)
+    model_fields: Callable[[dict, str], dict] | None = None
+    # (params, model config, output directory) -> config.json + safetensors written there
+    export: Callable[[Any, ml_collections.ConfigDict, str], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
