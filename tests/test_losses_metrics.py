@@ -131,7 +131,8 @@ def test_loss_must_fit_the_datasets_targets():
         losses.check_data("classification", "softmax_cross_entropy", "float32", 0, "diabetes")
     with pytest.raises(ConfigError, match="needs two classes"):
         losses.check_data("binary", "sigmoid_binary_cross_entropy", "int32", 10, "digits")
-    losses.check_data("regression", "mse", "int32", 10, "digits")  # regressing on labels is allowed
+    with pytest.raises(ConfigError, match="mse regresses numbers, but digits has class labels"):
+        losses.check_data("regression", "mse", "int32", 10, "digits")  # a silent wrong run otherwise
     assert losses.output_width("binary", 2) == 1 and losses.output_width("classification", 10) == 10
 
 
