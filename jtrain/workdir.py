@@ -22,7 +22,9 @@ RESUMABLE = frozenset((
     "checkpoint.max_to_keep", "checkpoint.keep_best", "checkpoint.async_save", "data.prefetch",
     "data.transfer_batches", "data.in_memory_mb", "data.dir", "data.eval_batch_size",
 ))
-RESUMABLE_PREFIXES = ("mesh.",)  # a checkpoint restores onto another mesh (resharded)
+# A checkpoint restores onto another mesh (resharded); init.* only says where a run that has no checkpoint of its
+# own starts from, so a resume never reads it.
+RESUMABLE_PREFIXES = ("mesh.", "init.")
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
