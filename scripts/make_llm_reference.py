@@ -1,7 +1,8 @@
 """Tiny randomly initialised causal LMs made by PyTorch `transformers`, with their outputs, for tests/test_hf_llm.py.
 
 For each supported model_type (llama with Llama 3 rope scaling, qwen2 with tied embeddings and query/key/value
-biases, mistral with a head size of its own and a sharded checkpoint, gpt2), writes tests/fixtures/hf_llm/<type>/:
+biases, mistral with a head size of its own and a sharded checkpoint, qwen3 with query/key norms, gemma with its
+scaled embeddings, (1 + w) norms and GeGLU, gpt2), writes tests/fixtures/hf_llm/<type>/:
 config.json and safetensors from `save_pretrained`, and reference.npz with
     input_ids (B, T) int32       prompts of several lengths, right-padded with 0
     attention_mask (B, T) int32  1 = a real token
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 
@@ -48,11 +50,20 @@ MODELS = {
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", "float32", None, dict(
         vocab_size=88, n_embd=32, n_layer=2, n_head=4, n_positions=48, resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "bfloat16", None, dict(
+        vocab_size=84, hidden_size=32, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0), use_sliding_window=False)),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", "bfloat16", None, dict(
+        vocab_size=76, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=64, rms_norm_eps=1e-6,
+        hidden_act="gelu_pytorch_tanh")),
 }
 
 
-def widen(model, seed: int) -> None:
-    """Weights ~ N(0, 0.25^2), norm scales ~ 1 + N(0, 0.1^2): logits far from uniform."""
+def widen(model, seed: int, unit_offset: bool = False) -> None:
+    """Weights ~ N(0, 0.25^2), norm scales ~ 1 + N(0, 0.1^2) (Gemma's norms scale by 1 + w, so w ~ N(0, 0.1^2)):
+    logits far from uniform."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -60,7 +71,8 @@ def widen(model, seed: int) -> None:
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
             is_norm = "norm" in name or ".ln_" in name or name.startswith("transformer.ln_f")
-            p.copy_(1 + 0.1 * noise if is_norm and name.endswith("weight") else 0.25 * noise)
+            norm_scale = (0 if unit_offset else 1) + 0.1 * noise
+            p.copy_(norm_scale if is_norm and name.endswith("weight") else 0.25 * noise)
 
 
 def make(model_type: str, seed: int) -> None:
@@ -71,7 +83,7 @@ def make(model_type: str, seed: int) -> None:
     torch.manual_seed(seed)
     config = getattr(transformers, config_cls)(**kwargs, **COMMON)
     model = getattr(transformers, model_cls)(config).eval()
-    widen(model, seed)
+    widen(model, seed, unit_offset=model_type == "gemma")
     if dtype == "bfloat16":  # published checkpoints are bfloat16: the reference computes with the rounded values
         with torch.no_grad():  # parameters only: buffers such as the rotary frequencies stay float32
             for p in model.parameters():
@@ -116,8 +128,10 @@ def make(model_type: str, seed: int) -> None:
 
 
 def main() -> None:
+    only = sys.argv[1:]  # model types to (re)make; none = all
     for seed, model_type in enumerate(MODELS):
-        make(model_type, seed)
+        if not only or model_type in only:
+            make(model_type, seed)
 
 
 if __name__ == "__main__":

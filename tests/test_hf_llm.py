@@ -1,4 +1,4 @@
-"""Hugging Face causal LMs (llama, qwen2, mistral, gpt2) imported into jtrain's decoder reproduce transformers.
+"""Hugging Face causal LMs (llama, qwen2, qwen3, mistral, gemma, gpt2) imported into jtrain's decoder reproduce transformers.
 
 The fixtures in tests/fixtures/hf_llm/ come from scripts/make_llm_reference.py (tiny random models made by
 PyTorch `transformers`, their logits on padded prompts and their greedy generations); this test never imports
@@ -26,7 +26,7 @@ from jtrain.policy import param_path
 from _cli import run_jtrain
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "hf_llm")
-TYPES = ("llama", "qwen2", "mistral", "gpt2")
+TYPES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gpt2")
 
 
 def imported(directory: str, **model):
@@ -62,7 +62,7 @@ def flat(params) -> dict[str, np.ndarray]:
     return {param_path(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-@pytest.mark.parametrize("model_type", ("llama", "gpt2"))
+@pytest.mark.parametrize("model_type", ("llama", "gemma", "gpt2"))
 def test_scanned_layers_load_the_same_weights_stacked(model_type):
     directory = os.path.join(FIXTURES, model_type)
     c, _, params, _ = imported(directory)
@@ -109,7 +109,7 @@ def test_export_writes_the_checkpoints_tensors_and_import_export_import_is_bitwi
 def hf_fields(c) -> list[str]:
     return ["vocab_size", "num_layers", "num_heads", "embed_dim", "mlp_dim", "max_len", "position", "norm",
             "norm_eps", "mlp", "num_kv_heads", "head_dim", "rope_theta", "rope_scaling", "bias", "qkv_bias",
-            "head_bias", "tie_embeddings"]
+            "head_bias", "tie_embeddings", "qk_norm", "norm_unit_offset", "embed_scale"]
 
 
 def test_dry_run_report_names_missing_and_unused_tensors(tmp_path):
@@ -155,6 +155,18 @@ def test_unsupported_config_json_features_are_one_line_naming_the_field(tmp_path
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("changes, message", [
+    (dict(final_logit_softcapping=30.0), r"final_logit_softcapping is 30.0 \(capped logits\)"),
+    (dict(hidden_act="silu"), r"hidden_act is 'silu' \(gemma's gated MLP here uses 'gelu_pytorch_tanh'\)"),
+    (dict(use_bidirectional_attention=True), r"use_bidirectional_attention is true"),
+])
+def test_gemma_features_the_decoder_lacks_are_one_line_naming_the_field(tmp_path, changes, message):
+    c = config_lib.default_config()
+    config_lib.set_value(c, "init.pretrained", bad_checkpoint(tmp_path, "gemma", **changes))
+    with pytest.raises(ConfigError, match=r"config\.json: " + message):
+        pretrained.with_pretrained_model(c, log=False)
+
+
 def test_a_missing_shard_is_named(tmp_path):
     directory = bad_checkpoint(tmp_path, "mistral")
     os.remove(os.path.join(directory, "model-00002-of-00002.safetensors"))
@@ -169,5 +181,5 @@ def test_an_unsupported_model_type_is_one_line_naming_the_supported_ones_exit_2(
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model_type 'mixtral'" in lines[0]
-    for supported in ("'bert'", "'llama'", "'qwen2'", "'mistral'", "'gpt2'"):
+    for supported in ("'bert'", "'llama'", "'qwen2'", "'qwen3'", "'mistral'", "'gemma'", "'gpt2'"):
         assert supported in lines[0]

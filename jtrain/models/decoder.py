@@ -3,9 +3,10 @@
 Token embeddings plus learned positions (or rotary embeddings on queries and keys), `num_layers` pre-norm
 blocks [norm -> causal multi-head attention -> residual; norm -> MLP -> residual], a final norm and an output
 projection computed in float32. The defaults are GPT-2's layout (LayerNorm, gelu MLP, biases, untied head); the
-architecture fields make it Llama's, Qwen2's or Mistral's too: RMSNorm, SwiGLU MLP, rotary theta and Llama 3
-frequency scaling, grouped-query attention (`num_kv_heads`), a head size of its own, biases off (or on query,
-key and value only), tied output embeddings. jtrain/models/decoder_hf.py reads and writes those checkpoints. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
+architecture fields make it Llama's, Qwen2's, Qwen3's, Mistral's or Gemma's too: RMSNorm (scaling by 1 + w for
+Gemma), SwiGLU or GeGLU MLP, rotary theta and Llama 3 frequency scaling, grouped-query attention (`num_kv_heads`),
+a head size of its own, query/key norms, biases off (or on query, key and value only), tied output embeddings
+scaled by sqrt(E) on input. jtrain/models/decoder_hf.py reads and writes those checkpoints. Every parameter carries logical axis names (`vocab`, `embed`, `heads`,
 `kv`, `mlp`, and `layers` for the scanned stack) that `mesh.rules` maps onto the device mesh (jtrain/sharding.py).
 
 `decode=True` (`model.clone(decode=True)`, used by jtrain/sample.py) keeps each block's keys and values for
@@ -52,7 +53,7 @@ POSITIONS = ("learned", "rotary")
 # einsum form elsewhere. The two give the same result up to rounding.
 ATTENTION = ("einsum", "fused")
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "geglu")
 # What a rematerialised block keeps for the backward pass. full: only its input (recomputes the whole block, about a
 # third more compute). dots: also the outputs of its products with weights (recomputes norms, gelu and attention:
 # most of remat's memory saving at a fraction of its compute).
@@ -68,10 +69,28 @@ def _zeros(names: tuple):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
-def _norm(kind: str, eps: float, dtype, name: str) -> nn.Module:
-    """A LayerNorm (scale and bias) or an RMSNorm (scale only), named like the other and with the same axes."""
-    scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+class UnitOffsetRMSNorm(nn.Module):
+    """RMSNorm scaling by (1 + scale), the scale starting at 0, computed in float32 (Gemma's norms)."""
+
+    epsilon: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    axis_name: str = "embed"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", _zeros((self.axis_name,)), (x.shape[-1],))  # (E,)
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.epsilon)
+        return (y * (1.0 + scale.astype(jnp.float32))).astype(self.dtype)
+
+
+def _norm(kind: str, eps: float, dtype, name: str, unit_offset: bool = False, axis: str = "embed") -> nn.Module:
+    """A LayerNorm (scale and bias) or an RMSNorm (scale only), named like the other and with the same axes;
+    `unit_offset` makes an RMSNorm scale by (1 + scale) (Gemma)."""
+    scale_init = nn.with_logical_partitioning(nn.initializers.ones_init(), (axis,))
     if kind == "rmsnorm":
+        if unit_offset:
+            return UnitOffsetRMSNorm(epsilon=eps, dtype=dtype, name=name, axis_name=axis)
         return nn.RMSNorm(epsilon=eps, dtype=dtype, name=name, scale_init=scale_init)
     return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name, scale_init=scale_init, bias_init=_zeros(("embed",)))
 
@@ -127,6 +146,8 @@ class Block(nn.Module):
     rope_scaling: tuple = ()  # see rope_frequencies
     bias: bool = True  # biases of the attention and MLP projections
     qkv_bias: bool = False  # query/key/value biases even without `bias` (Qwen2)
+    qk_norm: bool = False  # an RMSNorm over each head's queries and keys before the rotation (Qwen3)
+    norm_unit_offset: bool = False  # RMSNorms scale by (1 + scale) (Gemma)
 
     @nn.compact
     def __call__(self, x: jax.Array, packing: tuple[jax.Array, jax.Array] | None) -> tuple[jax.Array, None]:
@@ -137,11 +158,14 @@ class Block(nn.Module):
         out_std = 0.02 / math.sqrt(2 * self.num_layers)
 
         # Causal self-attention.
-        y = _norm(self.norm, self.norm_eps, self.dtype, "ln_attn")(x)  # (B, T, E)
+        y = _norm(self.norm, self.norm_eps, self.dtype, "ln_attn", self.norm_unit_offset)(x)  # (B, T, E)
         qkv = [nn.DenseGeneral((n_heads, d), dtype=self.dtype, name=n, use_bias=self.bias or self.qkv_bias,
                                kernel_init=_init(0.02, ("embed", "heads", "kv")), bias_init=_zeros(("heads", "kv")))(y)
                for n, n_heads in (("query", h), ("key", kv), ("value", kv))]
         q, k, v = (constrain(a, ("batch", None, "heads", "kv")) for a in qkv)  # (B, T, H, D), k and v (B, T, KV, D)
+        if self.qk_norm:  # over each head's D features
+            q = _norm("rmsnorm", self.norm_eps, self.dtype, "query_norm", self.norm_unit_offset, "kv")(q)
+            k = _norm("rmsnorm", self.norm_eps, self.dtype, "key_norm", self.norm_unit_offset, "kv")(k)
         offset = 0
         if self.decode:  # the new rows sit at positions index .. index + T - 1
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
@@ -182,11 +206,13 @@ class Block(nn.Module):
         x = constrain(x + nn.Dropout(self.dropout, deterministic=self.deterministic)(y), ("batch", None, "embed"))
 
         # MLP.
-        y = _norm(self.norm, self.norm_eps, self.dtype, "ln_mlp")(x)
+        y = _norm(self.norm, self.norm_eps, self.dtype, "ln_mlp", self.norm_unit_offset)(x)
         dense = lambda name: nn.Dense(self.mlp_dim, dtype=self.dtype, name=name, use_bias=self.bias,
                                       kernel_init=_init(0.02, ("embed", "mlp")), bias_init=_zeros(("mlp",)))
         if self.mlp == "swiglu":
             y = nn.silu(dense("mlp_gate")(y)) * dense("mlp_in")(y)  # (B, T, M)
+        elif self.mlp == "geglu":  # gelu's tanh form on the gate (Gemma)
+            y = nn.gelu(dense("mlp_gate")(y)) * dense("mlp_in")(y)  # (B, T, M)
         else:
             y = nn.gelu(dense("mlp_in")(y))  # (B, T, M), gelu's tanh form (GPT-2's)
         y = constrain(y, ("batch", None, "mlp"))
@@ -236,6 +262,9 @@ class Decoder(nn.Module):
     qkv_bias: bool = False
     head_bias: bool = True
     tie_embeddings: bool = False
+    qk_norm: bool = False
+    norm_unit_offset: bool = False
+    embed_scale: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool, segment_ids: jax.Array | None = None) -> jax.Array:
@@ -256,6 +285,8 @@ class Decoder(nn.Module):
         embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype, name="embed",
                          embedding_init=_init(0.02, ("vocab", "embed")))
         x = embed(tokens)  # (B, T, E)
+        if self.embed_scale:  # Gemma: embeddings times sqrt(E), the factor rounded to the compute dtype
+            x = x * jnp.asarray(math.sqrt(self.embed_dim), self.dtype)
         if self.position == "learned":
             # Position rows are few and tied to no mesh axis: no logical name, so only "*" may split them.
             table = self.param("pos_embed", _init(0.01, (None, "embed")), (self.max_len, self.embed_dim))  # (L, E)
@@ -276,7 +307,8 @@ class Decoder(nn.Module):
                       position=self.position, attention=self.attention, dropout=self.dropout,
                       deterministic=not train, dtype=self.dtype, norm=self.norm, norm_eps=self.norm_eps,
                       mlp=self.mlp, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, rope_theta=self.rope_theta,
-                      rope_scaling=tuple(self.rope_scaling), bias=self.bias, qkv_bias=self.qkv_bias)
+                      rope_scaling=tuple(self.rope_scaling), bias=self.bias, qkv_bias=self.qkv_bias,
+                      qk_norm=self.qk_norm, norm_unit_offset=self.norm_unit_offset)
         if self.decode:
             kwargs.update(decode=True, max_len=self.max_len)
         if self.scan_layers:
@@ -289,7 +321,7 @@ class Decoder(nn.Module):
             for i in range(self.num_layers):
                 x, _ = block(**kwargs, name=f"block_{i}")(x, packing)
 
-        x = _norm(self.norm, self.norm_eps, self.dtype, "ln_final")(x)
+        x = _norm(self.norm, self.norm_eps, self.dtype, "ln_final", self.norm_unit_offset)(x)
         # By default the head computes in float32 so the loss sees full-precision logits. In bfloat16 it runs at the
         # matrix units' full rate (a float32 head is a visible part of a large model's step on GPUs), and the
         # logits are cast to float32 for the loss.
@@ -344,7 +376,8 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
                    remat_policy=config.remat_policy, dtype=jnp.dtype(config.dtype), head_float32=config.head_float32,
                    norm=config.norm, norm_eps=config.norm_eps, mlp=config.mlp, num_kv_heads=config.num_kv_heads,
                    head_dim=config.head_dim, rope_theta=config.rope_theta, rope_scaling=scaling, bias=config.bias,
-                   qkv_bias=config.qkv_bias, head_bias=config.head_bias, tie_embeddings=config.tie_embeddings)
+                   qkv_bias=config.qkv_bias, head_bias=config.head_bias, tie_embeddings=config.tie_embeddings,
+                   qk_norm=config.qk_norm, norm_unit_offset=config.norm_unit_offset, embed_scale=config.embed_scale)
 
 
 def _head_dim(config: ml_collections.ConfigDict) -> int:
@@ -359,7 +392,7 @@ def flops_per_token(config: ml_collections.ConfigDict, model: Decoder, seq_len: 
 def matmul_flops_per_token(config: ml_collections.ConfigDict, vocab_size: int, seq_len: int) -> float:
     e, m, layers = config.embed_dim, config.mlp_dim, config.num_layers
     h, d, kv = config.num_heads, _head_dim(config), config.num_kv_heads or config.num_heads
-    mlp_matrices = 3 if config.mlp == "swiglu" else 2  # (gate,) in, out
+    mlp_matrices = 3 if config.mlp in ("swiglu", "geglu") else 2  # (gate,) in, out
     # (q, out) + (k, v) + MLP; head. Attention's T x T products: 2 x 2 T (H D) per layer and token, forward.
     matmul_weights = layers * (2 * e * h * d + 2 * e * kv * d + mlp_matrices * e * m) + e * vocab_size
     return 6.0 * matmul_weights + 12.0 * layers * seq_len * h * d
@@ -392,7 +425,7 @@ FAMILY = Family(build, fields=dict(
     remat_policy="full",  # decoder, with remat: full (keep nothing) or dots (keep the weight products)
     norm="layernorm",  # decoder: layernorm (scale and bias) or rmsnorm (scale only: Llama, Qwen, Mistral)
     norm_eps=1e-6,  # decoder: epsilon of every norm (GPT-2 1e-5, Llama 1e-5 or 1e-6)
-    mlp="gelu",  # decoder: gelu (in -> gelu -> out) or swiglu (silu(gate) * in -> out: Llama, Qwen, Mistral)
+    mlp="gelu",  # decoder: gelu (in -> gelu -> out), swiglu (silu(gate) * in -> out: Llama, Qwen, Mistral) or geglu (gelu(gate) * in: Gemma)
     num_kv_heads=0,  # decoder: key/value heads for grouped-query attention (divides num_heads); 0 = num_heads
     head_dim=0,  # decoder: size of each attention head; 0 = embed_dim / num_heads
     rope_theta=10000.0,  # decoder, rotary: base of the rotation frequencies (Llama 3: 500000)
@@ -401,6 +434,9 @@ FAMILY = Family(build, fields=dict(
     qkv_bias=False,  # decoder: query/key/value biases even when bias=False (Qwen2)
     head_bias=True,  # decoder: a bias on the output projection
     tie_embeddings=False,  # decoder: the output projection is the transposed token embedding (GPT-2), no head kernel
+    qk_norm=False,  # decoder: RMSNorm over each head's queries and keys before the rotation (Qwen3)
+    norm_unit_offset=False,  # decoder, rmsnorm: scale by (1 + w), w starting at 0 (Gemma)
+    embed_scale=False,  # decoder: token embeddings times sqrt(embed_dim) (Gemma)
 ), flops_per_token=flops_per_token, samples=True, plan_tokens=plan_tokens,
    hf=HFNames(model_types=decoder_hf.MODEL_TYPES, layout=decoder_hf.layout, model_fields=decoder_hf.model_fields,
               export=decoder_hf.export))

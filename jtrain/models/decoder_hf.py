@@ -1,8 +1,10 @@
 """The decoder's Hugging Face checkpoints: config.json -> `model.*` fields, the name tables, and export.
 
 Two layouts cover the supported `model_type`s:
-    llama, qwen2, mistral   RMSNorm, SwiGLU, rotary (Llama 3 scaling), grouped-query attention; torch Linear
-                            weights (out, in), one tensor per projection; Qwen2 adds query/key/value biases
+    llama, qwen2, qwen3,    RMSNorm, SwiGLU, rotary (Llama 3 scaling), grouped-query attention; torch Linear
+    mistral, gemma          weights (out, in), one tensor per projection; Qwen2 adds query/key/value biases,
+                            Qwen3 query/key norms; Gemma scales embeddings by sqrt(E), its norms by (1 + w),
+                            and gates its MLP with gelu (GeGLU)
     gpt2                    LayerNorm, gelu (tanh form), learned positions, tied embeddings; Conv1D weights
                             (in, out) and the fused `c_attn` (query, key, value side by side), split on import
                             and joined again on export
@@ -22,9 +24,11 @@ import numpy as np
 from jtrain.errors import ConfigError
 from jtrain.models.hf_layout import HFEntry, HFStack, to_tensors
 
-LLAMA_TYPES = ("llama", "qwen2", "mistral")
+LLAMA_TYPES = ("llama", "qwen2", "qwen3", "mistral", "gemma")
 MODEL_TYPES = LLAMA_TYPES + ("gpt2",)
 GPT2_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # both are gelu's tanh form, the decoder's gelu
+# The MLP activation each llama-layout type must use: the decoder's swiglu (silu) or geglu (gelu's tanh form).
+MLP_OF = {"silu": "swiglu", "gelu_pytorch_tanh": "geglu", "gelu_new": "geglu"}  # Gemma's legacy "gelu" means tanh too
 
 
 def _refuse(file: str, field: str, why: str) -> ConfigError:
@@ -54,13 +58,22 @@ def model_fields(hf: dict, file: str) -> dict:
             raise _refuse(file, field, f"is {hf[field]} (a mixture of experts)")
     if model_type == "gpt2":
         return _gpt2_fields(hf, file)
-    if hf.get("hidden_act", "silu") != "silu":
-        raise _refuse(file, "hidden_act", f"is {hf['hidden_act']!r} (the SwiGLU MLP uses 'silu')")
+    gemma = model_type == "gemma"
+    act_field = "hidden_activation" if gemma and hf.get("hidden_activation") else "hidden_act"
+    act = hf.get(act_field) or ("gelu_pytorch_tanh" if gemma else "silu")
+    if MLP_OF.get("gelu_pytorch_tanh" if gemma and act == "gelu" else act) != ("geglu" if gemma else "swiglu"):
+        want = "'gelu_pytorch_tanh'" if gemma else "'silu'"
+        raise _refuse(file, act_field, f"is {act!r} ({model_type}'s gated MLP here uses {want})")
+    if hf.get("use_bidirectional_attention"):
+        raise _refuse(file, "use_bidirectional_attention", "is true (an encoder, not a causal LM)")
+    for field in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if hf.get(field):
+            raise _refuse(file, field, f"is {hf[field]} (capped logits)")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise _refuse(file, "attention_bias" if hf.get("attention_bias") else "mlp_bias", "is true")
     max_len = int(hf["max_position_embeddings"])
     window = hf.get("sliding_window")
-    uses_window = hf.get("use_sliding_window", True) if model_type == "qwen2" else True
+    uses_window = hf.get("use_sliding_window", True) if model_type in ("qwen2", "qwen3") else True
     if window and uses_window and window < max_len:
         raise _refuse(file, "sliding_window", f"is {window}, shorter than max_position_embeddings {max_len} "
                                               f"(attention limited to a window)")
@@ -72,11 +85,12 @@ def model_fields(hf: dict, file: str) -> dict:
     head_dim = int(hf.get("head_dim") or embed // heads)
     return dict(vocab_size=int(hf["vocab_size"]), num_layers=int(hf["num_hidden_layers"]), num_heads=heads,
                 embed_dim=embed, mlp_dim=int(hf["intermediate_size"]), max_len=max_len, position="rotary",
-                norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), mlp="swiglu",
+                norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), mlp="geglu" if gemma else "swiglu",
                 num_kv_heads=int(hf.get("num_key_value_heads") or heads),
                 head_dim=0 if head_dim * heads == embed else head_dim, rope_theta=theta, rope_scaling=scaling,
                 bias=False, qkv_bias=model_type == "qwen2", head_bias=False,
-                tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+                tie_embeddings=bool(hf.get("tie_word_embeddings", gemma)), qk_norm=model_type == "qwen3",
+                norm_unit_offset=gemma, embed_scale=gemma)
 
 
 def _gpt2_fields(hf: dict, file: str) -> dict:
@@ -94,7 +108,8 @@ def _gpt2_fields(hf: dict, file: str) -> dict:
                 embed_dim=embed, mlp_dim=int(hf.get("n_inner") or 4 * embed), max_len=int(hf["n_positions"]),
                 position="learned", norm="layernorm", norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
                 mlp="gelu", num_kv_heads=0, head_dim=0, rope_theta=10000.0, rope_scaling=(), bias=True,
-                qkv_bias=False, head_bias=False, tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
+                qkv_bias=False, head_bias=False, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+                qk_norm=False, norm_unit_offset=False, embed_scale=False)
 
 
 # ---------------------------------------------------------------------------------------------- name tables
@@ -120,6 +135,9 @@ def _llama_block(i: int, fields: dict) -> dict[str, HFEntry]:
         "mlp_in/kernel": HFEntry(p + "mlp.up_proj.weight", ((e,), (m,)), transpose=True),
         "mlp_out/kernel": HFEntry(p + "mlp.down_proj.weight", ((m,), (e,)), transpose=True),
     }
+    if fields.get("qk_norm"):
+        out["query_norm/scale"] = HFEntry(p + "self_attn.q_norm.weight", ((d,),))
+        out["key_norm/scale"] = HFEntry(p + "self_attn.k_norm.weight", ((d,),))
     if fields["qkv_bias"]:
         for name, proj, heads in (("query", "q", h), ("key", "k", kv), ("value", "v", kv)):
             out[f"{name}/bias"] = HFEntry(p + f"self_attn.{proj}_proj.bias", ((heads, d),))
@@ -196,21 +214,27 @@ def _renamed(x: HFEntry | HFStack, prefix: str) -> HFEntry | HFStack:
 
 # ---------------------------------------------------------------------------------------------- export
 
-ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM",
-                 "gpt2": "GPT2LMHeadModel"}
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                 "mistral": "MistralForCausalLM", "gemma": "GemmaForCausalLM", "gpt2": "GPT2LMHeadModel"}
 
 
 def model_type_of(config: ml_collections.ConfigDict) -> str:
     """The model_type whose layout these fields are, or a ConfigError naming the field no layout has."""
     c = config
+    gemma_parts = (c.mlp == "geglu", c.norm_unit_offset, c.embed_scale)
     if c.position == "learned" and c.norm == "layernorm" and c.mlp == "gelu" and c.bias and c.tie_embeddings \
-            and not c.head_bias and not c.num_kv_heads and not c.head_dim and not c.qkv_bias:
+            and not c.head_bias and not c.num_kv_heads and not c.head_dim and not c.qkv_bias and not c.qk_norm \
+            and not c.norm_unit_offset and not c.embed_scale:
         return "gpt2"
-    if c.position == "rotary" and c.norm == "rmsnorm" and c.mlp == "swiglu" and not c.bias and not c.head_bias:
-        return "qwen2" if c.qkv_bias else "llama"
-    raise ConfigError("export --format hf: the decoder's model.position/norm/mlp/bias/head_bias/tie_embeddings "
-                      "are neither GPT-2's (learned, layernorm, gelu, biases, tied, no head bias) nor Llama's "
-                      "(rotary, rmsnorm, swiglu, no biases, no head bias)")
+    if c.position == "rotary" and c.norm == "rmsnorm" and not c.bias and not c.head_bias:
+        if all(gemma_parts) and c.tie_embeddings and not c.qkv_bias and not c.qk_norm:
+            return "gemma"
+        if c.mlp == "swiglu" and not any(gemma_parts) and not (c.qkv_bias and c.qk_norm):
+            return "qwen2" if c.qkv_bias else "qwen3" if c.qk_norm else "llama"
+    raise ConfigError("export --format hf: the decoder's model.* architecture fields match none of GPT-2's "
+                      "(learned, layernorm, gelu, biases, tied, no head bias), Llama's / Qwen's (rotary, rmsnorm, "
+                      "swiglu, no biases, no head bias) or Gemma's (rotary, rmsnorm with unit offset, geglu, "
+                      "embed_scale, tied)")
 
 
 def hf_config(config: ml_collections.ConfigDict, vocab: int, model_type: str) -> dict:
@@ -223,11 +247,14 @@ def hf_config(config: ml_collections.ConfigDict, vocab: int, model_type: str) ->
         return {**common, **no_gpt2_tokens, "n_embd": c.embed_dim, "n_layer": c.num_layers, "n_head": c.num_heads,
                 "n_inner": c.mlp_dim, "n_positions": c.max_len, "layer_norm_epsilon": c.norm_eps,
                 "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    act = "gelu_pytorch_tanh" if model_type == "gemma" else "silu"
     out = {**common, "hidden_size": c.embed_dim, "num_hidden_layers": c.num_layers,
            "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads or c.num_heads,
            "head_dim": c.head_dim or c.embed_dim // c.num_heads, "intermediate_size": c.mlp_dim,
-           "max_position_embeddings": c.max_len, "rms_norm_eps": c.norm_eps, "hidden_act": "silu",
+           "max_position_embeddings": c.max_len, "rms_norm_eps": c.norm_eps, "hidden_act": act,
            "rope_theta": c.rope_theta, "attention_bias": False, "mlp_bias": False}
+    if model_type == "gemma":
+        out["hidden_activation"] = act
     scaling = tuple(c.rope_scaling)
     if scaling:
         out["rope_scaling"] = {"rope_type": "llama3", "factor": scaling[0], "low_freq_factor": scaling[1],
@@ -246,7 +273,7 @@ def export(params, config: ml_collections.ConfigDict, outdir: str) -> str:
     model_type = model_type_of(config)
     vocab = flat["embed/embedding"].shape[0]
     fields = {k: config[k] for k in ("embed_dim", "num_heads", "head_dim", "num_kv_heads", "mlp_dim", "num_layers",
-                                     "max_len", "qkv_bias", "tie_embeddings")}
+                                     "max_len", "qkv_bias", "qk_norm", "tie_embeddings")}
     fields["vocab_size"] = vocab
     tables = layouts(model_type, fields, scanned=any(p.startswith("layers/") for p in flat))
     unknown = sorted(set(flat) - set(tables))
