@@ -49,6 +49,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.transfer_batches = 0  # training batches copied to the device in one transfer, then taken there one call at a time (jtrain/feed.py); 0 = auto (32 batches, or 1 MB of small ones up to 1024; at most 64 MB); a multiple of train.steps_per_call
     c.data.in_memory_mb = 2048  # decode a split once into memory (cached as .npy beside the dataset) when it fits in this many MB; 0 = read records every batch
     c.data.seq_len = 128  # text datasets (shakespeare_char, shakespeare_bpe): tokens per packed sequence, at most model.max_len
+    c.data.tokenizer = ""  # text datasets: a pretrained model's tokenizer.json (or its directory); "" = the dataset's own (an HF init.pretrained's when it has one)
     c.data.jsonl = ml_collections.ConfigDict()  # your own post-training examples instead of a builtin's (jtrain/data/sft.py)
     c.data.jsonl.train = ""  # JSONL of {"prompt", "response"} (data.name=shakespeare_sft) or {"prompt", "chosen", "rejected"} (shakespeare_pref); "" = the builtin pairs
     c.data.jsonl.val = ""  # held-out JSONL evaluated during training (with data.jsonl.train); "" = no val

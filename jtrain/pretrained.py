@@ -377,14 +377,17 @@ def with_pretrained_model(config: ml_collections.ConfigDict, log: bool = True) -
         return config  # BERT: the experiment sets its sizes (bert.model_config_from_hf)
     name = next(n for n, f in models.families().items() if f is family)
     fields = {"name": name, **family.hf.model_fields(hf, config_file)}
-    changed = {k: v for k, v in fields.items() if config.model.get(k) != v}
+    changed = {f"model.{k}": v for k, v in fields.items() if config.model.get(k) != v}
+    tokenizer_file = os.path.join(os.path.dirname(config_file), "tokenizer.json")
+    if not config.data.tokenizer and os.path.isfile(tokenizer_file):  # text is read with the model's own ids
+        changed["data.tokenizer"] = tokenizer_file
     if not changed:
         return config
     config = config.copy_and_resolve_references()
-    for key, value in fields.items():
-        config_lib.set_value(config, f"model.{key}", value)
+    for key, value in changed.items():
+        config_lib.set_value(config, key, value)
     if log and jax.process_index() == 0:
-        print(f"jtrain: model from {config_file}: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()),
+        print(f"jtrain: from {config_file}: " + ", ".join(f"{k}={v!r}" for k, v in changed.items()),
               file=sys.stderr)
     return config
 

@@ -113,9 +113,11 @@ def sample(workdir: str, prompt: str = "", max_tokens: int = 200, temperature: f
     tokenizer = run.data.tokenizer
     if top_k > tokenizer.vocab_size:
         raise UserError(f"--top_k {top_k}: larger than the vocabulary ({tokenizer.vocab_size})")
-    ids = generate(run.model, params, tokenizer.encode(prompt), max_tokens, jax.random.key(seed), temperature,
-                   top_k, top_p)
-    ends = np.flatnonzero(ids == 0)  # end-of-document token
+    prompt_ids = tokenizer.encode(prompt)
+    ids = generate(run.model, params, prompt_ids, max_tokens, jax.random.key(seed), temperature, top_k, top_p)
+    ends = np.flatnonzero(ids == tokenizer.eos_id)  # end-of-document token
     if len(ends):
         ids = ids[: ends[0]]
-    return prompt + tokenizer.decode(ids)
+    # Decoded after the prompt's ids: a word-start token alone would lose its space (sentencepiece's decoders).
+    head, whole = tokenizer.decode(prompt_ids), tokenizer.decode(np.concatenate([prompt_ids, ids]))
+    return prompt + (whole[len(head):] if whole.startswith(head) else tokenizer.decode(ids))

@@ -69,7 +69,7 @@ def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> text.TextSourc
     """Every role's pairs (the builtin's, or data.jsonl files of prompt / chosen / rejected) as (N, 2, T) rows."""
     sft.check_post_training(config, spec)
     records, splits = sft.role_records(config, spec, KEYS, lambda split: builtin_pairs(spec, split, config.dir))
-    tokenizer = text.load_tokenizer(spec, config.dir)
+    tokenizer = text.load_tokenizer(spec, config)
     strict = bool(config.jsonl.train)
     sources = {}
     for role, items in records.items():

@@ -70,7 +70,7 @@ def read_jsonl_lines(path: str, keys: tuple[str, ...]) -> list[tuple[str, dict]]
 def example_tokens(tokenizer, prompt: str, response: str) -> tuple[np.ndarray, np.ndarray]:
     """(tokens (L,), learn (L,) bool): learn[i] = token i is part of the response or the final end token."""
     p, r = tokenizer.encode(prompt), tokenizer.encode(response)
-    tokens = np.concatenate([p, r, np.zeros((1,), np.int32)]).astype(np.int32)
+    tokens = np.concatenate([p, r, np.full((1,), tokenizer.eos_id, np.int32)]).astype(np.int32)
     learn = np.concatenate([np.zeros(len(p), bool), np.ones(len(r) + 1, bool)])
     return tokens, learn
 
@@ -209,7 +209,7 @@ def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> text.TextSourc
         return [r for play in builtin_records(spec, split, config.dir) for r in play]
 
     records, splits = role_records(config, spec, ("prompt", "response"), builtin)  # the user's files checked first
-    tokenizer = text.load_tokenizer(spec, config.dir)
+    tokenizer = text.load_tokenizer(spec, config)
     strict = bool(config.jsonl.train)
     sources, chars = {}, {}
     for role, items in records.items():

@@ -111,8 +111,12 @@ def read_texts(name: str, split: str, configured_dir: str) -> list[str]:
     return [bytes(r["text"]).decode("utf-8") for r in source.__getitems__(list(range(len(source))))]
 
 
-def load_tokenizer(spec: DatasetSpec, configured_dir: str) -> tokenize.Tokenizer:
-    """The dataset's tokenizer, saved beside its array_record files (created on first use)."""
+def load_tokenizer(spec: DatasetSpec, config: ml_collections.ConfigDict) -> tokenize.Tokenizer:
+    """`data.tokenizer` (a pretrained model's tokenizer.json), else the dataset's tokenizer, saved beside its
+    array_record files (created on first use)."""
+    if config.tokenizer:
+        return tokenize.from_file(config.tokenizer)
+    configured_dir = config.dir
     dataset_dir = registry.prepare(spec.name, configured_dir)
     if os.path.isfile(tokenize.path_for(dataset_dir, spec.tokenizer)):
         return tokenize.load(dataset_dir, spec.tokenizer)
@@ -125,7 +129,7 @@ def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> TextSource:
     """Tokenises the configured splits and packs them into rows of data.seq_len tokens."""
     if config.seq_len <= 0:
         raise ConfigError(f"config key 'data.seq_len': must be > 0, got {config.seq_len}")
-    tokenizer = load_tokenizer(spec, config.dir)
+    tokenizer = load_tokenizer(spec, config)
     splits = resolve_splits(config, spec)
     sources, eval_sources, chars = {}, {}, {}
     for role, split in splits.items():

@@ -5,6 +5,8 @@
     bpe    byte-level BPE trained with the `tokenizers` package on the training split only
 
 Both reserve id 0 for the end-of-document token, which separates documents in a packed token stream.
+A pretrained model's own `tokenizer.json` (`data.tokenizer`, `HFTokenizer`) keeps its ids; its end-of-text token
+(from tokenizer_config.json or config.json beside it) separates documents instead.
 `Tokenizer.token_chars` (V,) is the number of characters each token stands for (the end-of-document token
 counts as one, like the newline it replaces), so bits per character come out exact over a split.
 """
@@ -29,6 +31,7 @@ class Tokenizer:
 
     kind = ""
     vocab_size = 0
+    eos_id = 0  # the end-of-document token
     token_chars: np.ndarray  # (V,) characters per token
 
     def encode(self, text: str) -> np.ndarray:
@@ -38,10 +41,10 @@ class Tokenizer:
         raise NotImplementedError
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
-        """One stream: every document followed by the end-of-document token (id 0)."""
+        """One stream: every document followed by the end-of-document token."""
         parts = []
         for text in texts:
-            parts += [self.encode(text), np.zeros((1,), np.int32)]
+            parts += [self.encode(text), np.full((1,), self.eos_id, np.int32)]
         return np.concatenate(parts) if parts else np.zeros((0,), np.int32)
 
 
@@ -95,6 +98,78 @@ class BPETokenizer(Tokenizer):
 
     def to_json(self) -> str:
         return self._tok.to_str()
+
+
+class HFTokenizer(Tokenizer):
+    """A Hugging Face `tokenizer.json` read with `tokenizers`: the pretrained model's own ids, no special tokens
+    added, documents ended by its end-of-text token."""
+
+    kind = "hf"
+
+    def __init__(self, path: str):
+        import tokenizers
+
+        self.path = path
+        try:
+            self._tok = tokenizers.Tokenizer.from_file(path)
+        except Exception as e:  # the Rust side raises a bare Exception for a malformed file
+            raise DataError(f"{path}: not a tokenizer.json the tokenizers package reads ({e})") from e
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        self.eos_id = _hf_eos_id(os.path.dirname(path), self._tok, path)
+        # Each token decoded after another: alone, a word-start token would lose its space (sentencepiece); a
+        # document's first word then counts the space its mark stands for, one character over.
+        anchor = [int(i) for i in self._tok.encode("a", add_special_tokens=False).ids[:1]]
+        base = len(self._tok.decode(anchor, skip_special_tokens=False))
+        chars = [len(self._tok.decode(anchor + [i], skip_special_tokens=False)) - base for i in range(self.vocab_size)]
+        chars[self.eos_id] = 1  # counted like the newline it stands for, as jtrain's own tokenizers do
+        self.token_chars = np.maximum(np.asarray(chars, np.int64), 1)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, np.int32)
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        parts = []
+        for enc in self._tok.encode_batch(texts, add_special_tokens=False):
+            parts += [np.asarray(enc.ids, np.int32), np.full((1,), self.eos_id, np.int32)]
+        return np.concatenate(parts) if parts else np.zeros((0,), np.int32)
+
+    def decode(self, ids) -> str:
+        return self._tok.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
+
+
+EOS_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|im_end|>")  # when no file names one
+
+
+def _hf_eos_id(directory: str, tok, path: str) -> int:
+    """The end-of-text id: tokenizer_config.json's eos_token, else config.json's eos_token_id, else a known name."""
+    tc = os.path.join(directory, "tokenizer_config.json")
+    if os.path.isfile(tc):
+        with open(tc) as f:
+            eos = json.load(f).get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        if eos and tok.token_to_id(eos) is not None:
+            return int(tok.token_to_id(eos))
+    cj = os.path.join(directory, "config.json")
+    if os.path.isfile(cj):
+        with open(cj) as f:
+            eos = json.load(f).get("eos_token_id")
+        eos = eos[0] if isinstance(eos, list) and eos else eos
+        if isinstance(eos, int):
+            return eos
+    for name in EOS_NAMES:
+        if tok.token_to_id(name) is not None:
+            return int(tok.token_to_id(name))
+    raise DataError(f"{path}: no end-of-text token (eos_token in tokenizer_config.json, eos_token_id in "
+                    f"config.json, or one of {', '.join(EOS_NAMES)})")
+
+
+def from_file(path: str) -> HFTokenizer:
+    """`path`: a tokenizer.json, or a directory holding one (a Hugging Face checkpoint)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise DataError(f"config key 'data.tokenizer': {file} does not exist")
+    return HFTokenizer(file)
 
 
 def _split_eos(ids: list[int]) -> list[list[int]]:

@@ -344,6 +344,9 @@ def build(config: ml_collections.ConfigDict, num_outputs: int) -> Decoder:
     vocab = config.vocab_size or num_outputs
     if vocab <= 0:
         raise ConfigError("config key 'model.vocab_size': set the decoder's vocabulary size (> 0)")
+    if config.vocab_size and num_outputs > config.vocab_size:
+        raise ConfigError(f"config key 'model.vocab_size': {config.vocab_size} rows cannot embed the data's "
+                          f"{num_outputs} token ids (data.tokenizer)")
     if config.position not in POSITIONS:
         raise ConfigError(f"config key 'model.position': must be one of {', '.join(POSITIONS)}, "
                           f"got {config.position!r}")
