@@ -122,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="hf", help="hf: config.json + model.safetensors that transformers loads")
     exp.add_argument("--output", required=True, help="directory to write")
     exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    exp.add_argument("--max_shard_size", default="5GB", help="safetensors shards of at most this size (5GB, 500MB)")
 
     cmp = sub.add_parser("compare", help="finished runs side by side, with each one's difference from the first")
     cmp.add_argument("workdirs", nargs="+", help="two or more workdirs; the first is the baseline")
@@ -229,7 +230,7 @@ def run(argv: list[str]) -> int:
         print(jtrain.sample(args.workdir, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, step=args.step))
     elif args.command == "export":
-        print(f"wrote {jtrain.export(args.workdir, args.output, args.format, args.step)}")
+        print(f"wrote {jtrain.export(args.workdir, args.output, args.format, args.step, args.max_shard_size)}")
     elif args.command == "compare":
         from jtrain.compare import format_comparison
 

@@ -106,6 +106,30 @@ def test_export_writes_the_checkpoints_tensors_and_import_export_import_is_bitwi
         assert one[path].dtype == two[path].dtype and np.array_equal(one[path], two[path]), path
 
 
+def test_an_export_above_the_shard_size_is_sharded_with_an_index_and_imports_bitwise(tmp_path):
+    c, _, params, _ = imported(os.path.join(FIXTURES, "llama"))
+    models.family("decoder").hf.export(params, c.model, str(tmp_path), 20_000)  # bytes: several shards
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 2 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
+    assert not (tmp_path / "model.safetensors").exists()
+    sizes = [os.path.getsize(tmp_path / f) for f in files]
+    assert sum(sizes) >= index["metadata"]["total_size"] and max(sizes) < 20_000 + 16_000  # one tensor may overflow
+    _, _, params2, _ = imported(str(tmp_path))
+    one, two = flat(params), flat(params2)
+    assert one.keys() == two.keys() and all(np.array_equal(one[p], two[p]) for p in one)
+
+
+def test_a_bad_shard_size_is_one_line_naming_the_flag():
+    from jtrain.errors import UserError
+    from jtrain.export import parse_size
+
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("2GiB") == 2 * 2**30 and parse_size(1000) == 1000
+    for bad in ("5XB", "", "0", "-1GB"):
+        with pytest.raises(UserError, match=r"--max_shard_size"):
+            parse_size(bad)
+
+
 def hf_fields(c) -> list[str]:
     return ["vocab_size", "num_layers", "num_heads", "embed_dim", "mlp_dim", "max_len", "position", "norm",
             "norm_eps", "mlp", "num_kv_heads", "head_dim", "rope_theta", "rope_scaling", "bias", "qkv_bias",

@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 
 from jtrain.errors import ConfigError
+from jtrain.models import hf_layout
 from jtrain.models.decoder import TRANSFORMER_FIELDS
 from jtrain.models.family import Family, HFNames
 
@@ -263,12 +264,13 @@ def model_config_from_hf(path: str) -> dict:
             "layer_norm_eps": float(hf.get("layer_norm_eps", 1e-12))}
 
 
-def export_hf(params, model_config: ml_collections.ConfigDict, outdir: str) -> str:
-    """Writes `outdir/config.json` + `outdir/model.safetensors` (Hugging Face layout) from BertClassifier params.
+def export_hf(params, model_config: ml_collections.ConfigDict, outdir: str,
+              max_shard_bytes: int = hf_layout.MAX_SHARD_BYTES) -> str:
+    """Writes `outdir/config.json` + `outdir/model.safetensors` (Hugging Face layout; shards above
+    `max_shard_bytes`) from BertClassifier params.
 
     With a `head`, names follow BertForSequenceClassification ("bert." prefix, "classifier.*"); else BertModel.
     """
-    from safetensors.numpy import save_file
 
     from jtrain.policy import param_path  # '/'-joined paths, the same the policy table and the loader use
 
@@ -283,8 +285,7 @@ def export_hf(params, model_config: ml_collections.ConfigDict, outdir: str) -> s
         tensors[named[0]] = convert(value, named[1])
     if unknown:
         raise ConfigError(f"export_hf: {len(unknown)} parameters have no Hugging Face name: {', '.join(unknown[:5])}")
-    os.makedirs(outdir, exist_ok=True)
-    save_file(tensors, os.path.join(outdir, "model.safetensors"), metadata={"format": "pt"})
+    hf_layout.save_tensors(tensors, outdir, max_shard_bytes)
     with open(os.path.join(outdir, "config.json"), "w") as f:
         json.dump(hf_config(model_config, 0 if head is None else head.shape[-1]), f, indent=2, sort_keys=True)
     return outdir

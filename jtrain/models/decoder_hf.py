@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from jtrain.errors import ConfigError
-from jtrain.models.hf_layout import HFEntry, HFStack, to_tensors
+from jtrain.models.hf_layout import MAX_SHARD_BYTES, HFEntry, HFStack, save_tensors, to_tensors
 
 LLAMA_TYPES = ("llama", "qwen2", "qwen3", "mistral", "gemma")
 MODEL_TYPES = LLAMA_TYPES + ("gpt2",)
@@ -262,10 +262,10 @@ def hf_config(config: ml_collections.ConfigDict, vocab: int, model_type: str) ->
     return out
 
 
-def export(params, config: ml_collections.ConfigDict, outdir: str) -> str:
-    """config.json + model.safetensors (transformers' names and layout) of a decoder's params (LoRA merged first)."""
+def export(params, config: ml_collections.ConfigDict, outdir: str, max_shard_bytes: int = MAX_SHARD_BYTES) -> str:
+    """config.json + model.safetensors (transformers' names and layout; shards above `max_shard_bytes`) of a
+    decoder's params (LoRA merged first)."""
     import jax
-    from safetensors.numpy import save_file
 
     from jtrain.policy import param_path  # the '/'-joined paths the layouts use
 
@@ -283,8 +283,7 @@ def export(params, config: ml_collections.ConfigDict, outdir: str) -> str:
     tensors = to_tensors(tables, flat)
     if model_type == "gpt2":
         tensors = {GPT2_PREFIX + n: t for n, t in tensors.items()}
-    os.makedirs(outdir, exist_ok=True)
-    save_file(tensors, os.path.join(outdir, "model.safetensors"), metadata={"format": "pt"})
+    save_tensors(tensors, outdir, max_shard_bytes)
     with open(os.path.join(outdir, "config.json"), "w") as f:
         json.dump(hf_config(config, vocab, model_type), f, indent=2, sort_keys=True)
     return outdir

@@ -25,8 +25,8 @@ class HFNames:
     layout: Callable[[dict, dict, bool], tuple[dict, set]] | None = None
     # (config.json, its path) -> the model.* fields it sets (ConfigError naming a config.json field jtrain lacks)
     model_fields: Callable[[dict, str], dict] | None = None
-    # (params, model config, output directory) -> config.json + safetensors written there
-    export: Callable[[Any, ml_collections.ConfigDict, str], Any] | None = None
+    # (params, model config, output directory, max shard bytes) -> config.json + safetensors written there
+    export: Callable[[Any, ml_collections.ConfigDict, str, int], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,3 +109,38 @@ def to_tensors(layouts: dict[str, HFEntry | HFStack], arrays: dict[str, np.ndarr
         whole = pieces[0][1] if len(pieces) == 1 else np.concatenate([p[1] for p in pieces], axis=-1)
         out[name] = np.ascontiguousarray(whole.T if pieces[0][2].transpose else whole)
     return out
+
+
+MAX_SHARD_BYTES = 5 * 1000**3  # transformers' own default shard size (5 GB)
+
+
+def save_tensors(tensors: dict[str, np.ndarray], outdir: str, max_shard_bytes: int = MAX_SHARD_BYTES) -> list[str]:
+    """`model.safetensors`, or above `max_shard_bytes` numbered shards (tensors in name order, a new shard when the
+    next would overflow) and `model.safetensors.index.json` mapping each tensor to its file, as transformers
+    writes them. Returns the files written."""
+    import json
+    import os
+
+    from safetensors.numpy import save_file
+
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        n = tensors[name].nbytes
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += n
+    os.makedirs(outdir, exist_ok=True)
+    if len(shards) == 1:
+        save_file(tensors, os.path.join(outdir, "model.safetensors"), metadata={"format": "pt"})
+        return ["model.safetensors"]
+    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for file, shard in zip(files, shards):
+        save_file(shard, os.path.join(outdir, file), metadata={"format": "pt"})
+    index = {"metadata": {"total_size": int(sum(t.nbytes for t in tensors.values()))},
+             "weight_map": {name: file for file, shard in zip(files, shards) for name in shard}}
+    with open(os.path.join(outdir, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+    return files + ["model.safetensors.index.json"]
