@@ -48,6 +48,8 @@ from jtrain import checkpoint as checkpoint_lib
 from jtrain.errors import ConfigError
 from jtrain.policy import param_path
 
+ADAPTERS = "lora/"  # where jtrain/lora.py puts its adapters (lora.KEY), new parameters by construction
+
 FORMATS = ("orbax", "msgpack", "hf")
 Spec = tuple[tuple[int, ...], str]  # (shape, dtype)
 
@@ -65,15 +67,21 @@ class LoadReport:
     unused: list[str]  # checkpoint paths no model parameter takes
     mismatched: list[str]  # "model path: checkpoint (3, 4) -> model (5, 4)"
 
+    def adapters(self) -> list[str]:
+        """Newly initialised LoRA adapters (jtrain/lora.py): new by construction, never missing from a checkpoint."""
+        return [p for p in self.initialised if p.startswith(ADAPTERS)]
+
     def problems(self) -> list[str]:
-        """Everything strict mode refuses: missing (not skipped), unused (not skipped) and mismatched paths."""
-        missing = [p for p in self.initialised if p not in self.skipped]
+        """Everything strict mode refuses: missing (not skipped, not an adapter), unused (not skipped) and
+        mismatched paths."""
+        missing = [p for p in self.initialised if p not in self.skipped and not p.startswith(ADAPTERS)]
         return ([f"missing in checkpoint: {p}" for p in missing] + [f"unused in checkpoint: {p}" for p in self.unused]
                 + [f"shape mismatch: {m}" for m in self.mismatched])
 
     def format_text(self, max_rows: int = 8) -> str:
+        adapters = f", {len(self.adapters())} LoRA adapters" if self.adapters() else ""
         lines = [f"pretrained weights from {self.source} ({self.format}): {len(self.loaded)} loaded, "
-                 f"{len(self.initialised)} newly initialised ({len(self.skipped)} skipped by init.skip), "
+                 f"{len(self.initialised)} newly initialised ({len(self.skipped)} skipped by init.skip{adapters}), "
                  f"{len(self.unused)} unused, {len(self.mismatched)} shape-mismatched"]
         for title, paths in (("newly initialised", self.initialised), ("unused in checkpoint", self.unused),
                              ("shape-mismatched", self.mismatched)):

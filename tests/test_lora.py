@@ -3,6 +3,7 @@ and the head, and the merged export computes what the adapted model computes."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +67,29 @@ def test_adapters_start_at_zero_and_train_alone_with_the_backbone_frozen(tmp_pat
     loaded, report = pretrained.load(init, {"params": jax.tree.map(jnp.zeros_like, merged)}, log=False)
     assert report.problems() == []
     np.testing.assert_allclose(run_base(loaded["params"]), adapted, atol=1e-6)
+
+
+def test_strict_loading_never_reports_new_adapters_as_missing(tmp_path):
+    """A base checkpoint into an adapted model: the adapters are new by construction, not a problem; a base
+    parameter the checkpoint lacks still is."""
+    base = models.build(tiny_config(rank=0).model, 3)
+    params = nn.unbox(jax.jit(lambda: base.init(jax.random.key(0), TOKENS, train=False))()["params"])
+    c = tiny_config()
+    out = bert.export_hf(params, c.model, str(tmp_path / "base"))
+    model = models.build(c.model, 3)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), TOKENS, train=False))
+    c.init.pretrained = out
+    loaded, report = pretrained.load(c.init, {"params": abstract["params"]}, log=False)  # strict by default
+    assert report.problems() == [] and len(report.adapters()) == 8  # 2 layers x (query, value) x (a, b)
+    assert "4 newly initialised" not in report.format_text() and "8 LoRA adapters" in report.format_text()
+    base_loaded = {k: v for k, v in nn.unbox(loaded["params"]).items() if k != "lora"}
+    assert jax.tree.all(jax.tree.map(np.array_equal, base_loaded, params))  # every base weight came from it
+    c.model.num_layers = 3  # a block the checkpoint lacks: still refused, naming it
+    model = models.build(c.model, 3)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(1), TOKENS, train=False))
+    with pytest.raises(ConfigError, match=r"missing in checkpoint: encoder/layer_2/") as e:
+        pretrained.load(c.init, {"params": abstract["params"]}, log=False)
+    assert "missing in checkpoint: lora/" not in str(e.value)
 
 
 def test_targets_that_match_nothing_are_one_line_errors():
