@@ -127,11 +127,41 @@ def make(model_type: str, seed: int) -> None:
           f"torch {torch.__version__}, dtype {saved.get('dtype', saved.get('torch_dtype'))}")
 
 
+def make_tokenizer(model_type: str = "llama") -> None:
+    """A sentencepiece-style BPE tokenizer.json (Metaspace, as Llama 2's) of the fixture's vocabulary size, trained
+    on the Shakespeare texts, with `</s>` as end of text: experiments/llama_tiny_sft.py reads text with it."""
+    import tokenizers
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from jtrain.data import shakespeare
+
+    directory = os.path.join(OUT, model_type)
+    with open(os.path.join(directory, "config.json")) as f:
+        vocab = json.load(f)["vocab_size"]
+    texts = []
+    for path in shakespeare.text_files():
+        with open(path, encoding="utf-8") as f:
+            texts.append(f.read())
+    alphabet = sorted(set("".join(texts)) - {" "})  # every character, so no text is dropped
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<pad>", "</s>"], initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"eos_token": "</s>", "pad_token": "<pad>"}, f, indent=2)
+    print(f"{model_type}: tokenizer.json, {tok.get_vocab_size()} tokens of {vocab}")
+
+
 def main() -> None:
     only = sys.argv[1:]  # model types to (re)make; none = all
     for seed, model_type in enumerate(MODELS):
         if not only or model_type in only:
             make(model_type, seed)
+    if not only or "llama" in only:
+        make_tokenizer("llama")
 
 
 if __name__ == "__main__":
