@@ -355,7 +355,10 @@ def _hf_source(path: str, scanned: bool = False) -> Source:
                         blocks[key] = layout.read(open_slice, index)
                     return blocks[key]
 
-                out[src] = jax.make_array_from_callback(t.shape, t.sharding, shard)
+                # Waiting for each array's transfer frees its host blocks before the next tensor is read: the host
+                # holds one tensor's blocks at a time, never the model.
+                out[src] = jax.block_until_ready(jax.make_array_from_callback(t.shape, t.sharding, shard))
+                blocks.clear()
             return out
 
     return Source(directory if len(set(files.values())) > 1 else next(iter(files.values())), "hf", specs, read)

@@ -207,3 +207,24 @@ def test_an_unsupported_model_type_is_one_line_naming_the_supported_ones_exit_2(
     assert len(lines) == 1 and "model_type 'mixtral'" in lines[0]
     for supported in ("'bert'", "'llama'", "'qwen2'", "'qwen3'", "'mistral'", "'gemma'", "'gpt2'"):
         assert supported in lines[0]
+
+
+def test_an_fsdp_load_on_8_devices_holds_one_tensor_at_a_time_never_the_model(tmp_path):
+    """tests/hf_memory_harness.py: a 91 MB checkpoint onto 8 fake devices. On CPU the devices' arrays live in host
+    memory too, so what is bounded is what the loader adds: while it reads a tensor, about that tensor's size
+    (its 8 shards' blocks, freed once on the devices), and at its peak well below the model."""
+    import subprocess
+    import sys
+
+    from _cli import REPO_ROOT
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "PYTHONPATH": REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tests", "hf_memory_harness.py"),
+                             str(tmp_path / "ckpt")], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["peak"] < 0.6 * measured["model_bytes"], measured["peak"]
+    for name, (added, size) in measured["added"].items():
+        assert added <= 1.25 * size + 64 * 1024, (name, added, size)
