@@ -2,6 +2,8 @@
 
     W_eff = W + (alpha / r) * A @ B        W (in, out) frozen, A (in, r) ~ N(0, 1/in), B (r, out) = 0 at init
 
+A kernel of more dims is adapted along its first axis: the decoder's query (E, H, D) takes A (E, r), B (r, H, D).
+
 `LoRA(base, targets, rank, alpha)` wraps a model without touching its code (a built-in one, your
 `package.module:factory` one, or an NNX module through `nnx_model`: only the Linen-style `init` / `apply`
 contract and the parameter tree's paths are used): `init` adds the adapters beside the
@@ -38,7 +40,7 @@ def _targets(params: Any, pattern: re.Pattern) -> list[tuple[tuple[str, ...], An
     out = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))[0]:
         value = leaf.unbox() if isinstance(leaf, nn.meta.AxisMetadata) else leaf
-        if value.ndim == 2 and pattern.fullmatch(param_path(path)):
+        if value.ndim >= 2 and pattern.fullmatch(param_path(path)):
             out.append((tuple(param_path(path).split("/")), leaf))
     return out
 
@@ -69,7 +71,8 @@ def merge(params: dict, rank: int, alpha: float) -> dict:
         keys = tuple(param_path(path).split("/"))[:-1]  # .../kernel/a -> .../kernel
         b = _get(adapters, keys + ("b",))
         kernel = _get(params, keys)
-        params = _set(params, keys, (kernel + scale * (a @ b).astype(kernel.dtype)).astype(kernel.dtype))
+        update = jnp.tensordot(a, b, axes=1)  # (in, r) x (r, *out) -> the kernel's shape
+        params = _set(params, keys, (kernel + scale * update.astype(kernel.dtype)).astype(kernel.dtype))
 
     for path, leaf in jax.tree_util.tree_flatten_with_path(adapters)[0]:
         if param_path(path).endswith("/a"):
@@ -99,17 +102,18 @@ class LoRA:
             raise ConfigError(f"config key 'model.lora_targets': bad regex {self.targets!r}: {e}") from e
         chosen = _targets(params, pattern)
         if not chosen:
-            raise ConfigError(f"config key 'model.lora_targets': {self.targets!r} matches no 2-D parameter "
-                              f"(paths look like {param_path(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
+            first = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(params))[0][0][0]
+            raise ConfigError(f"config key 'model.lora_targets': {self.targets!r} matches no kernel of 2 or more "
+                              f"dims (paths look like {param_path(first)!r})")
         adapters: dict = {}
         for i, (keys, leaf) in enumerate(chosen):
             boxed = isinstance(leaf, nn.meta.AxisMetadata)
             kernel = leaf.unbox() if boxed else leaf
-            fan_in, fan_out = kernel.shape
+            fan_in, *fan_out = kernel.shape  # N-D kernels (the decoder's query (E, H, D)): first axis in, rest out
             a = jax.random.normal(jax.random.fold_in(key, i), (fan_in, self.rank), jnp.float32) / jnp.sqrt(fan_in)
-            b = jnp.zeros((self.rank, fan_out), jnp.float32)  # zero: the adapted model starts as the base model
+            b = jnp.zeros((self.rank, *fan_out), jnp.float32)  # zero: the adapted model starts as the base model
             if boxed and isinstance(leaf, nn.Partitioned):  # the kernel's logical names carry over (in / out)
-                a, b = nn.Partitioned(a, (leaf.names[0], None)), nn.Partitioned(b, (None, leaf.names[1]))
+                a, b = nn.Partitioned(a, (leaf.names[0], None)), nn.Partitioned(b, (None, *leaf.names[1:]))
             adapters = _set(adapters, keys + ("a",), a)
             adapters = _set(adapters, keys + ("b",), b)
         params[KEY] = adapters

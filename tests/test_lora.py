@@ -135,3 +135,39 @@ def _without_lora(model_config):
     out = model_config.copy_and_resolve_references()
     out.lora_rank = 0
     return out
+
+
+def test_adapters_on_the_decoders_3d_attention_kernels_merge_into_an_exact_export(tmp_path):
+    """An imported Llama with adapters on query / value (E, H, D): it starts as the base model, and after a change
+    of the adapters the merged export computes what the adapted model computes."""
+    import os
+
+    from jtrain.models import decoder_hf
+
+    c = config_lib.default_config()
+    c.init.pretrained = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "hf_llm", "llama")
+    c = pretrained.with_pretrained_model(c, log=False)
+    c.model.lora_rank, c.model.lora_alpha = 4, 8.0
+    c.model.lora_targets = r"block_\d+/(query|value)/kernel"
+    model = models.build(c.model, 0)
+    tokens = jnp.asarray([[5, 9, 2, 33, 7, 1]], jnp.int32)
+    variables = jax.jit(lambda: model.init(jax.random.key(0), tokens, train=False))()
+    params = nn.unbox(variables["params"])
+    assert params["lora"]["block_0"]["query"]["kernel"]["b"].shape == (4, 4, 8)  # (r, H, D)
+    loaded, report = pretrained.load(c.init, {"params": variables["params"]}, log=False)
+    assert report.problems() == [] and len(report.adapters()) == 8
+    params = nn.unbox(loaded["params"])
+    base_config = c.model.copy_and_resolve_references()
+    base_config.lora_rank = 0
+    base = models.build(base_config, 0)
+    run = lambda m, p: m.apply({"params": p}, tokens, train=False)
+    base_params = {k: v for k, v in params.items() if k != "lora"}
+    np.testing.assert_array_equal(run(model, params), run(base, base_params))  # B = 0: the base model
+    params = jax.tree.map(lambda x: x + 0.05, params)  # adapters (and weights) moved
+    merged = lora.merge(params, 4, 8.0)
+    np.testing.assert_allclose(run(base, merged), run(model, params), atol=1e-5)
+    decoder_hf.export(merged, c.model, str(tmp_path / "hf"))
+    c2 = config_lib.default_config()
+    c2.init.pretrained = str(tmp_path / "hf")
+    reloaded, _ = pretrained.load(c2.init, {"params": jax.tree.map(jnp.zeros_like, merged)}, log=False)
+    np.testing.assert_allclose(run(base, reloaded["params"]), run(model, params), atol=1e-5)
