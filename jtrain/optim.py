@@ -42,6 +42,7 @@ def build_schedule(config: ml_collections.ConfigDict, peak: float, total_steps: 
                    steps_per_epoch: float | fractions.Fraction | None = None) -> optax.Schedule:
     """The learning rate as a function of the optimizer step. `steps_per_epoch` (the training split size over
     the batch size) turns the epoch-valued fields into steps when `schedule.unit` is "epochs"."""
+    need(config.unit in UNITS, "schedule.unit", f"must be one of {', '.join(UNITS)}, got {config.unit!r}")
     warmup = min(config.warmup_steps, total_steps)
     end = peak * config.end_factor
     name = config.name

@@ -165,6 +165,8 @@ def _read_array_input(path: str, fitted: dict) -> tuple[np.ndarray, tuple[str, l
         files = [path]
     else:
         files = sorted(glob.glob(path))
+    if not files and not glob.has_magic(path) and not os.path.exists(path):
+        raise UserError(f"{path}: no such file or folder")
     if not files:
         raise UserError(f"{path}: no image files (.png, .jpg, .jpeg)")
     size, channels = tuple(fitted["input_shape"][:2]), fitted["input_shape"][2]

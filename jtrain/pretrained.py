@@ -491,13 +491,10 @@ def plan(source: Source, variables: dict, rename=(), skip=()) -> tuple[LoadRepor
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load(init: ml_collections.ConfigDict, variables: dict, log: bool = True) -> tuple[dict, LoadReport]:
-    """`variables` ({"params": ..., other collections}) with every loadable array replaced by the checkpoint's,
-    placed on the target's shardings and cast to its dtypes; the report says what happened.
-
-    Strict (`init.strict`): any missing, unused or mismatched path raises one ConfigError listing them all,
-    before an array is read. Otherwise the report is printed (when `log`) and the rest keeps its initialisation.
-    """
+def check(init: ml_collections.ConfigDict, variables: dict) -> tuple[Source, LoadReport, dict[str, str]]:
+    """(source, report, {model path: checkpoint path}) of loading init.pretrained into `variables` (arrays or
+    shapes), reading headers only; the ConfigError strict loading (or a checkpoint matching nothing) raises.
+    `jtrain train` calls it before it writes anything."""
     variables = nn.meta.unbox(dict(variables))  # straight from model.init: logical-axis boxes hold the arrays
     source = open_source(init.pretrained, init.format,
                          scanned=any(p.startswith("layers/") for p in flat_variables(variables)))
@@ -511,6 +508,19 @@ def load(init: ml_collections.ConfigDict, variables: dict, log: bool = True) -> 
         raise ConfigError(f"init.pretrained {source.path}: no array matches the model (model paths look like "
                           f"{next(iter(flat_variables(variables)), '?')!r}, checkpoint paths like "
                           f"{next(iter(source.specs), '?')!r}); see init.rename")
+    return source, report, load_map
+
+
+def load(init: ml_collections.ConfigDict, variables: dict, log: bool = True) -> tuple[dict, LoadReport]:
+    """`variables` ({"params": ..., other collections}) with every loadable array replaced by the checkpoint's,
+    placed on the target's shardings and cast to its dtypes; the report says what happened.
+
+    Strict (`init.strict`): any missing, unused or mismatched path raises one ConfigError listing them all,
+    before an array is read (`check`). Otherwise the report is printed (when `log`) and the rest keeps its
+    initialisation.
+    """
+    variables = nn.meta.unbox(dict(variables))
+    source, report, load_map = check(init, variables)
     if log:
         print(f"jtrain: {report.format_text()}", file=sys.stderr)
     targets = flat_variables(variables)
@@ -553,4 +563,4 @@ def into_state(init: ml_collections.ConfigDict, state, log: bool = True, report_
     return state.replace(params=params, model_state=variables)
 
 
-__all__ = ["FORMATS", "LoadReport", "Source", "flat_variables", "into_state", "load", "open_source", "plan"]
+__all__ = ["FORMATS", "LoadReport", "Source", "check", "flat_variables", "into_state", "load", "open_source", "plan"]

@@ -73,6 +73,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
     changes = workdir_lib.check_resume(workdir, config, allow_changes)  # before anything is written
     # A run of one's own data prepares it as it first did (jtrain/data/own.py), not as refitted now.
     run = components.build(config, data=data, fitted=workdir_lib.read_fitted(workdir))
+    if config.init.pretrained and not workdir_lib.has_checkpoint(workdir):  # its problems, before anything is written
+        pretrained.check(config.init, {"params": run.abstract_state.params, **run.abstract_state.model_state})
     build_s = time.perf_counter() - entered  # data opened (prepared on first use), model, optimizer, shardings
     distributed.check_same_run(config_lib.to_json(config), __version__)
     is_main = jax.process_index() == 0

@@ -53,6 +53,9 @@ def restore(workdir: str, config: ml_collections.ConfigDict, step: int | None = 
         step = ckpt.latest_step() if step is None else step
         if step is None:
             raise UserError(f"{ckpt.directory}: no checkpoint in this workdir")
+        if step not in ckpt.all_steps():
+            raise UserError(f"--step {step}: {ckpt.directory} has checkpoints at steps "
+                            f"{', '.join(map(str, ckpt.all_steps()))}")
         state, _ = ckpt.restore(step, checkpoint_lib.abstract_with_shardings(run.abstract_state, run.state_shardings))
     finally:
         ckpt.close()

@@ -20,7 +20,7 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import catalog, folds, own, pipeline, preference, registry, sft, text
+from jtrain.data import catalog, folds, own, pipeline, preference, registry, sft, text, transforms
 from jtrain.data.source import DatasetSpec, Source
 from jtrain.errors import ConfigError, DataError
 
@@ -30,6 +30,7 @@ PYTHON_PREFIX = "python:"
 def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Source:
     """The source of `config.data` (a builtin dataset is prepared on first use). `fitted` is what a run of one's
     own files saved (WORKDIR/preparation.json): its data is prepared with it instead of fitting again."""
+    transforms.parse_augmentations(config.augment)  # up front: the pipeline that applies them runs in threads
     if config.name.startswith(PYTHON_PREFIX):
         raise DataError(f"data.name={config.name!r}: this run was trained on a data source given in Python; pass "
                         f"it again: jtrain.evaluate(workdir, split, data=source) or "
