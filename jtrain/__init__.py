@@ -20,6 +20,7 @@ from jtrain.version import __version__
 # public name -> (module, attribute); attribute None = the module itself
 _LAZY = {
     "TrainState": ("jtrain.state", "TrainState"),
+    "active": ("jtrain.active", "active"),
     "apply_overrides": ("jtrain.config", "apply_overrides"),
     "compare": ("jtrain.compare", "compare"),
     "cv": ("jtrain.cv", "cv"),
@@ -31,6 +32,7 @@ _LAZY = {
     "nnx_model": ("jtrain.models", "nnx_model"),
     "predict": ("jtrain.predict", "predict"),
     "sample": ("jtrain.sample", "sample"),
+    "score": ("jtrain.score", "score"),
     "sweep": ("jtrain.sweep", "sweep"),
     "train": ("jtrain.train", "train"),
 }

@@ -1,4 +1,4 @@
-"""`jtrain train|finetune|cv|sweep|eval|predict|export|prepare ...`: thin wrappers over the public functions.
+"""`jtrain train|finetune|cv|sweep|eval|predict|score|active|export|prepare ...`: thin wrappers over the public functions.
 
 User mistakes (unknown config key, wrong type, missing file or data) print one line and exit with code 2.
 """
@@ -93,6 +93,29 @@ def _parser() -> argparse.ArgumentParser:
     prd.add_argument("--output", required=True, help="preds.csv, or .jsonl for JSON lines")
     prd.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
 
+    al = sub.add_parser("active", help="pool-based active learning: rounds of runs, each querying labels by a "
+                                       "strategy; learning curves in WORKDIR/curves.csv and learning_curve.png",
+                        epilog=overrides_help)
+    al.add_argument("--config", required=True, help="experiments/NAME.py[:ARG]")
+    al.add_argument("--workdir", required=True, help="the loop's directory (running again continues it)")
+    al.add_argument("--initial", type=int, required=True, help="rows labelled at random before round 0")
+    al.add_argument("--query", type=int, required=True, help="rows queried after each round")
+    al.add_argument("--rounds", type=int, required=True, help="runs in all (round 0 on the initial rows)")
+    al.add_argument("--strategy", default="entropy",
+                    help="random, entropy, margin, least_confidence or bald; comma-separated for several")
+    al.add_argument("--seeds", type=int, default=1, help="repeat every strategy with seeds seed ... seed+N-1")
+    al.add_argument("--warm_start", action="store_true", help="start each round from the previous one's weights")
+    al.add_argument("--passes", type=int, default=10, help="bald: Monte Carlo dropout passes")
+
+    sc = sub.add_parser("score", help="per-example loss, margin and entropy of a classifier, most likely "
+                                      "mislabelled first")
+    sc.add_argument("--workdir", required=True)
+    sc.add_argument("--split", default="train", help="train, val or test")
+    sc.add_argument("--output", required=True, help="scores.csv (a difficulty table for data.curriculum too)")
+    sc.add_argument("--rank", default="loss", help="loss (highest first) or margin (lowest first)")
+    sc.add_argument("--passes", type=int, default=0, help="Monte Carlo dropout passes (adds a bald column); 0 = off")
+    sc.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+
     insp = sub.add_parser("inspect", help="show a checkpoint: step, metrics, config, parameter tree")
     insp.add_argument("path", nargs="?", default=None, help="workdir, its checkpoints/ dir, or a step dir")
     insp.add_argument("--diff", default=None, metavar="OTHER", help="compare with another checkpoint")
@@ -157,8 +180,8 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> int:
     argv, overrides = _split_config_overrides(argv)
     args = _parser().parse_args(argv)
-    if overrides and args.command not in ("train", "finetune", "cv", "sweep", "plan", "config") and not (args.command == "inspect" and args.config):
-        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `cv`, `sweep`, `plan` and "
+    if overrides and args.command not in ("train", "finetune", "cv", "active", "sweep", "plan", "config") and not (args.command == "inspect" and args.config):
+        raise UserError(f"--config.{overrides[0]}: config overrides apply to `jtrain train`, `cv`, `active`, `sweep`, `plan` and "
                         f"`inspect --config` only")
 
     # Imported here so `jtrain --help` and flag errors answer without loading JAX.
@@ -205,6 +228,24 @@ def run(argv: list[str]) -> int:
         unseen = frame.attrs.get("unseen") or {}
         print(f"wrote {len(frame)} predictions (checkpoint step {frame.attrs['step']}) to {args.output}"
               + (f"; categories unseen in training: {', '.join(f'{c} {n}' for c, n in unseen.items())}" if unseen else ""))
+    elif args.command == "active":
+        from jtrain.active import format_curves
+
+        config = jtrain.load_experiment(args.config)
+        jtrain.apply_overrides(config, overrides)
+        rows = jtrain.active(config, args.workdir, args.initial, args.query, args.rounds,
+                             [s.strip() for s in args.strategy.split(",") if s.strip()], seeds=args.seeds,
+                             warm_start=args.warm_start, passes=args.passes)
+        print(format_curves(rows))
+        print(f"curves in {args.workdir}/curves.csv and {args.workdir}/learning_curve.png")
+    elif args.command == "score":
+        if args.passes < 0:
+            raise UserError(f"--passes {args.passes}: must be >= 0")
+        frame = jtrain.score(args.workdir, args.split, args.step, rank=args.rank, passes=args.passes)
+        frame.to_csv(args.output, index=False)
+        print(f"wrote {len(frame)} scores of {args.split} (checkpoint step {frame.attrs['step']}) to {args.output}, "
+              f"ranked by {args.rank}; first: " + ", ".join(
+                  f"row {r.index} labelled {r.label} predicted {r.predicted}" for r in frame.head(3).itertuples()))
     elif args.command == "inspect" and args.path:
         from jtrain import inspect_checkpoint
 

@@ -45,6 +45,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.normalize = True  # standardise inputs: images with the dataset's mean/std, tabular features per feature
     c.data.normalize_targets = True  # standardise regression targets with train-split mean/std; metrics in target units
     c.data.augment = ""  # comma-separated augmentations on training images: shift, flip, noise
+    c.data.label_noise = 0.0  # fraction of training labels replaced by another class on purpose (noisy-label studies; `jtrain score` marks them), from data.label_noise_seed
+    c.data.label_noise_seed = 0  # which labels data.label_noise replaces, apart from `seed`
+    c.data.train_rows = ""  # a .npy, .txt or .csv (column index) of training-split rows to train on, e.g. active learning's labelled set; "" = every row
+    c.data.curriculum = ml_collections.ConfigDict()  # the training order by difficulty (jtrain/data/curriculum.py)
+    c.data.curriculum.difficulty = ""  # "" = off; a CSV with a row per training example (`jtrain score`'s, or columns index + data.curriculum.column) or "package.module:function" (inputs, targets) -> (N,) difficulty
+    c.data.curriculum.column = "loss"  # the CSV's column holding difficulty, higher = harder
+    c.data.curriculum.order = "easy"  # easy (easiest first), hard (hardest first: anti-curriculum) or random (a random ranking under the same pacing: the control)
+    c.data.curriculum.pacing = "linear"  # how the pool of allowed examples grows: linear, root, geometric or step
+    c.data.curriculum.start = 0.2  # fraction of the training split in the pool at step 0
+    c.data.curriculum.steps = 0  # steps until the pool holds the whole split (> 0 with a curriculum)
+    c.data.curriculum.stages = 4  # pacing=step: the pool grows in this many equal jumps
     c.data.prefetch = 2  # stacks of data.transfer_batches batches prepared ahead by a background thread; 0 = none
     c.data.transfer_batches = 0  # training batches copied to the device in one transfer, then taken there one call at a time (jtrain/feed.py); 0 = auto (32 batches, or 1 MB of small ones up to 1024; at most 64 MB); a multiple of train.steps_per_call
     c.data.in_memory_mb = 2048  # decode a split once into memory (cached as .npy beside the dataset) when it fits in this many MB; 0 = read records every batch
@@ -447,6 +458,17 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     ratios = c.data.split_ratios
     need(len(ratios) in (2, 3) and all(r >= 0 for r in ratios) and ratios[0] > 0 and abs(sum(ratios) - 1) < 1e-6,
          "data.split_ratios", f"must be (train, val) or (train, val, test) fractions >= 0 summing to 1, got {ratios}")
+    need(0 <= c.data.label_noise < 1, "data.label_noise", f"must be in [0, 1), got {c.data.label_noise}")
+    cur = c.data.curriculum
+    need(cur.order in ("easy", "hard", "random"), "data.curriculum.order",
+         f"must be easy, hard or random, got {cur.order!r}")
+    need(cur.pacing in ("linear", "root", "geometric", "step"), "data.curriculum.pacing",
+         f"must be linear, root, geometric or step, got {cur.pacing!r}")
+    need(0 < cur.start <= 1, "data.curriculum.start", f"must be in (0, 1], got {cur.start}")
+    need(cur.steps >= 0, "data.curriculum.steps", f"must be >= 0, got {cur.steps}")
+    need(not cur.difficulty or cur.steps > 0, "data.curriculum.steps",
+         "must be > 0 with data.curriculum.difficulty: the step at which the pool holds the whole split")
+    need(cur.stages >= 1, "data.curriculum.stages", f"must be >= 1, got {cur.stages}")
     cv = c.data.cv
     need(cv.folds == 0 or cv.folds >= 2, "data.cv.folds", f"must be 0 (no cross-validation) or >= 2, got {cv.folds}")
     need(0 <= cv.fold < max(cv.folds, 1), "data.cv.fold", f"must be in [0, data.cv.folds={cv.folds}), got {cv.fold}")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jtrain.data import order, transforms
+from jtrain.data import curriculum, order, transforms
 from jtrain.data.decoded import DecodedSplit
 from jtrain.data.folds import Subset
 from jtrain.data.source import DatasetSpec, Source, Stats, eval_indices, local_batch_size, own_rows, to_iterator
@@ -68,7 +68,16 @@ class IndexedSource(Source):
             raise ConfigError(f"config key 'data.batch_size': {config.batch_size} exceeds the {len(source)} "
                               f"training examples")
         # (k * global_batch,) indices per element; every epoch a fresh permutation when shuffling (jtrain/data/order.py)
-        ds = grain.MapDataset.source(order.EpochOrder(len(source), config.batch_size * stack, seed, config.shuffle))
+        if curriculum.active(config):  # a pool ranked by difficulty that grows with the step
+            if getattr(self, "difficulty", None) is None:  # a source built without jtrain.data.load
+                self.difficulty = curriculum.difficulty(source.base if config.train_rows else source,
+                                                        lambda split: read_batch(split, np.arange(len(split)), spec),
+                                                        config)
+            batches = curriculum.CurriculumOrder(curriculum.ranking(source, self.difficulty, config, seed),
+                                                 config.batch_size, stack, seed, config)
+        else:
+            batches = order.EpochOrder(len(source), config.batch_size * stack, seed, config.shuffle)
+        ds = grain.MapDataset.source(batches)
         ds = ds.map(lambda indices: read_batch(source, own_rows(indices, config.batch_size, process_index, batch),
                                                spec, raw))
         if raw:
@@ -152,8 +161,11 @@ class ArraySource(IndexedSource):
 def read_batch(source, indices: np.ndarray, spec: DatasetSpec, raw: bool = False) -> dict[str, np.ndarray]:
     """Records at `indices` -> {'inputs': (n, H, W, C) float32 in [0, 1] (or (n, D)), 'targets': (n,)};
     with `raw` the inputs as stored (e.g. uint8 pixels)."""
-    if isinstance(source, Subset):  # a cross-validation fold: its rows of the whole split
-        source, indices = source.base, source.rows[np.asarray(indices, np.int64)]
+    if isinstance(source, Subset):  # a cross-validation fold or data.train_rows: its rows of the whole split
+        return read_batch(source.base, source.rows[np.asarray(indices, np.int64)], spec, raw)
+    if hasattr(source, "relabel"):  # data.label_noise (jtrain/data/rows.py)
+        batch = read_batch(source.base, indices, spec, raw)
+        return {**batch, "targets": source.relabel(indices, batch["targets"]).astype(spec.target_dtype)}
     if isinstance(source, DecodedSplit):
         stored, targets = source.gather(indices)  # (n, H, W, C) as stored, (n,)
     else:

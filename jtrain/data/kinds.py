@@ -20,7 +20,8 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import catalog, folds, own, pipeline, preference, registry, sft, text, transforms
+from jtrain.data import catalog, curriculum, folds, own, pipeline, preference, registry, rows, sft, text, transforms
+from jtrain.data.indexed import IndexedSource
 from jtrain.data.source import DatasetSpec, Source
 from jtrain.errors import ConfigError, DataError
 
@@ -31,6 +32,14 @@ def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Sourc
     """The source of `config.data` (a builtin dataset is prepared on first use). `fitted` is what a run of one's
     own files saved (WORKDIR/preparation.json): its data is prepared with it instead of fitting again."""
     transforms.parse_augmentations(config.augment)  # up front: the pipeline that applies them runs in threads
+    source = _open(config, fitted)
+    if curriculum.active(config) and not isinstance(source, IndexedSource):
+        raise ConfigError(f"config key 'data.curriculum.difficulty': a curriculum orders image, tabular and array "
+                          f"datasets; {source.spec.name} is not one")
+    return rows.apply(source, config)  # data.label_noise, data.train_rows, the curriculum's difficulty
+
+
+def _open(config: ml_collections.ConfigDict, fitted: dict | None) -> Source:
     if config.name.startswith(PYTHON_PREFIX):
         raise DataError(f"data.name={config.name!r}: this run was trained on a data source given in Python; pass "
                         f"it again: jtrain.evaluate(workdir, split, data=source) or "
@@ -92,6 +101,6 @@ def python_name(source) -> str:
 def bind(source, config: ml_collections.ConfigDict, fitted: dict | None = None) -> Source:
     """A source given in Python, bound to the run's data config when it asks to be (jtrain.data.from_arrays)."""
     if hasattr(source, "bind"):
-        return source.bind(config, fitted)
+        return rows.apply(source.bind(config, fitted), config)
     _no_folds(config, "pass the data as jtrain.data.from_arrays(x, y) to fold it")
-    return source
+    return rows.apply(source, config)

@@ -43,6 +43,9 @@ vae.py, contrastive.py); None leaves each out:
     pictures(model, state, batch, key) -> {name: (N, H, W, C) images in [0, 1]}
                    drawn as grids into WORKDIR/plots/NAME.png at the end of a run (e.g. inputs over their
                    reconstructions, samples)
+    probabilities(model, state, batch, rng) -> (B, C)
+                   class probabilities; rng None = evaluation mode, a key = dropout on (one Monte Carlo pass).
+                   With it, `jtrain score` ranks examples (jtrain/score.py) and `jtrain active` queries labels
 
 Adding a method: one module here with a `build(config) -> Method` and one line in `METHODS`.
 """

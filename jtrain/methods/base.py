@@ -32,3 +32,6 @@ class Method:
     check_batch: Callable[[int, int], None] | None = None  # (global batch, data-parallel size) -> None or ConfigError
     embed: Callable[[Any, Any, Any], Any] | None = None  # (model, state, inputs) -> (B, D) the frozen encoder's
     pictures: Callable[[Any, Any, Batch, Any], dict] | None = None  # (model, state, batch, key) -> {name: images}
+    # (model, state, batch, rng) -> (B, C) class probabilities; rng None = evaluation mode, a key = dropout on
+    # (one Monte Carlo pass). Per-example scores and active learning's queries use it (None: not a classifier)
+    probabilities: Callable[[Any, Any, Batch, Any], Any] | None = None

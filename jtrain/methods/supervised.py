@@ -68,10 +68,24 @@ def method(loss_fn: LossFn, task: str, top_k: int = 0, loss_name: str = "") -> M
             out.update(lm_metrics.split_report(data, totals, role))
         return out
 
+    def probabilities(model, state, batch: Batch, rng):
+        variables = {"params": state.params, **state.model_state}
+        if rng is None:
+            outputs = model.apply(variables, batch["inputs"], train=False)
+        else:  # dropout on; the batch statistics this pass computes are dropped
+            outputs, _ = model.apply(variables, batch["inputs"], train=True, rngs={"dropout": rng},
+                                     mutable=list(state.model_state))
+        outputs = outputs.astype(jax.numpy.float32)
+        if task == "binary":  # one logit: the positive class
+            p1 = jax.nn.sigmoid(outputs[:, 0])
+            return jax.numpy.stack([1 - p1, p1], axis=1)
+        return jax.nn.softmax(outputs, axis=-1)
+
     return Method(name="supervised", check_data=check_data,
                   output_width=lambda spec: losses.output_width(task, spec.num_classes), loss=loss,
                   train_metrics=train_metrics, eval_sums=eval_sums, report=report, log_keys=LOG_KEYS, task=task,
-                  metrics=metrics_lib.reported(task, top_k))
+                  metrics=metrics_lib.reported(task, top_k),
+                  probabilities=probabilities if task in ("classification", "binary") else None)
 
 
 def _packing(batch: Batch) -> dict:
