@@ -60,6 +60,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.transfer_batches = 0  # training batches copied to the device in one transfer, then taken there one call at a time (jtrain/feed.py); 0 = auto (32 batches, or 1 MB of small ones up to 1024; at most 64 MB); a multiple of train.steps_per_call
     c.data.in_memory_mb = 2048  # decode a split once into memory (cached as .npy beside the dataset) when it fits in this many MB; 0 = read records every batch
     c.data.seq_len = 128  # text datasets (shakespeare_char, shakespeare_bpe): tokens per packed sequence, at most model.max_len
+    c.data.seq_len_warmup = 0  # text datasets: steps over which the context grows from data.seq_len_warmup_start to data.seq_len (rows cut into shorter sequences by segment ids: same shapes, no recompiles); 0 = off
+    c.data.seq_len_warmup_start = 16  # text datasets: tokens per sequence at step 0 of the warm-up
     c.data.tokenizer = ""  # text datasets: a pretrained model's tokenizer.json (or its directory); "" = the dataset's own (an HF init.pretrained's when it has one)
     c.data.jsonl = ml_collections.ConfigDict()  # your own post-training examples instead of a builtin's (jtrain/data/sft.py)
     c.data.jsonl.train = ""  # JSONL of {"prompt", "response"} (data.name=shakespeare_sft) or {"prompt", "chosen", "rejected"} (shakespeare_pref); "" = the builtin pairs
@@ -459,6 +461,9 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(len(ratios) in (2, 3) and all(r >= 0 for r in ratios) and ratios[0] > 0 and abs(sum(ratios) - 1) < 1e-6,
          "data.split_ratios", f"must be (train, val) or (train, val, test) fractions >= 0 summing to 1, got {ratios}")
     need(0 <= c.data.label_noise < 1, "data.label_noise", f"must be in [0, 1), got {c.data.label_noise}")
+    need(c.data.seq_len_warmup >= 0, "data.seq_len_warmup", f"must be >= 0, got {c.data.seq_len_warmup}")
+    need(not c.data.seq_len_warmup or 0 < c.data.seq_len_warmup_start <= c.data.seq_len,
+         "data.seq_len_warmup_start", f"must be in [1, data.seq_len={c.data.seq_len}], got {c.data.seq_len_warmup_start}")
     cur = c.data.curriculum
     need(cur.order in ("easy", "hard", "random"), "data.curriculum.order",
          f"must be easy, hard or random, got {cur.order!r}")

@@ -62,3 +62,16 @@ def test_char_gpt_learns_well_below_unigram_entropy_and_samples(text_dir, tmp_pa
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     text = sampled.stdout.rstrip("\n")
     assert text.startswith("KING.") and len(text) > 40
+
+
+def test_seq_len_warmup_trains_the_char_gpt(text_dir, tmp_path):
+    """A short run under data.seq_len_warmup: the first steps train on rows cut into shorter sequences."""
+    result = run_jtrain(["train", "--config", "experiments/shakespeare_char_gpt.py", "--workdir", str(tmp_path / "w"),
+                         "--config.train.steps=12", "--config.data.seq_len_warmup=8", "--config.data.seq_len=32",
+                         "--config.model.max_len=32", "--config.model.num_layers=1", "--config.data.batch_size=8",
+                         "--config.eval.every_steps=0", "--config.checkpoint.every_steps=0",
+                         "--config.train.log_every_steps=4", "--config.data.splits.val=none",
+                         "--config.data.splits.test=none"], text_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [r["loss"] for r in map(json.loads, open(tmp_path / "w" / "metrics.jsonl")) if r["split"] == "train"]
+    assert len(losses) == 3 and all(np.isfinite(losses))

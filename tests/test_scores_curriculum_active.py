@@ -227,3 +227,33 @@ def test_curriculum_difficulty_function_orders_the_pool(digits_data_dir, monkeyp
     config.data.curriculum.order = "hard"
     first = next(iter(jtrain.data.load(config.data).train_dataset(config.data, seed=0)))["targets"]
     assert set(first.tolist()) <= {8, 9}
+
+
+def test_seq_len_warmup_cuts_rows_into_growing_sequences():
+    from jtrain.data import text
+
+    c = default_config().data
+    c.seq_len, c.seq_len_warmup, c.seq_len_warmup_start = 64, 100, 16
+    assert [text.warmup_length(c, b) for b in (0, 50, 100, 1000)] == [16, 40, 64, 64]
+    rows = {"inputs": np.zeros((6, 64), np.int32), "targets": np.zeros((6, 64), np.int32)}
+    out = text.warmup_segments(rows, 25, 3, c)  # batches 75, 76, 77 of 2 rows each
+    for j, row in enumerate(out["segment_ids"]):
+        length = text.warmup_length(c, 75 + j // 2)
+        np.testing.assert_array_equal(row, np.arange(64) // length)
+    full = text.warmup_segments(rows, 40, 3, c)["segment_ids"]
+    assert (full == 0).all()  # after the warm-up: one sequence per row, and the same keys and shapes as before
+
+
+
+@pytest.mark.slow
+def test_active_warm_start_starts_each_round_from_the_last(digits_data_dir, tmp_path):
+    workdir = str(tmp_path / "warm")
+    result = run_jtrain(["active", *MLP, "--config.train.steps=30", "--workdir", workdir, "--initial", "16",
+                         "--query", "16", "--rounds", "2", "--strategy", "least_confidence", "--warm_start"],
+                        digits_data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    second = os.path.join(workdir, "least_confidence", "seed-0", "round-1")
+    config = json.load(open(os.path.join(second, "config.json")))
+    assert config["init"]["pretrained"] == os.path.join(workdir, "least_confidence", "seed-0", "round-0")
+    report = json.load(open(os.path.join(second, "load_report.json")))
+    assert len(report["loaded"]) == 4 and report["initialised"] == []  # both layers from round 0

@@ -36,6 +36,9 @@ def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Sourc
     if curriculum.active(config) and not isinstance(source, IndexedSource):
         raise ConfigError(f"config key 'data.curriculum.difficulty': a curriculum orders image, tabular and array "
                           f"datasets; {source.spec.name} is not one")
+    if config.seq_len_warmup and (not isinstance(source, text.TextSource) or source.spec.examples):
+        raise ConfigError(f"config key 'data.seq_len_warmup': grows the context of a packed token stream; "
+                          f"{source.spec.name} is not one")
     return rows.apply(source, config)  # data.label_noise, data.train_rows, the curriculum's difficulty
 
 

@@ -93,6 +93,8 @@ class TextSource(Source):
             ds = ds.shuffle()  # a fresh permutation of the rows every epoch
         ds = ds.repeat(None).batch(config.batch_size * stack, drop_remainder=True)  # (k * global_batch,) rows
         ds = ds.map(lambda indices: source.rows(own_rows(indices, config.batch_size, process_index, batch)))
+        if config.seq_len_warmup:  # token streams only (checked by jtrain/data/kinds.py)
+            ds = ds.map_with_index(lambda e, rows: warmup_segments(rows, e, stack, config))
         return to_iterator(ds, config, stack)
 
     def eval_batches(self, role: str, config: ml_collections.ConfigDict, process_index: int = 0,
@@ -104,6 +106,22 @@ class TextSource(Source):
             out = source.rows(indices)
             pad = batch - len(out["inputs"])
             yield {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in out.items()}
+
+
+def warmup_length(config: ml_collections.ConfigDict, b: int) -> int:
+    """Tokens per sequence of global batch `b` under data.seq_len_warmup: linear from the start to data.seq_len."""
+    start, end = config.seq_len_warmup_start, config.seq_len
+    return min(end, start + (end - start) * b // config.seq_len_warmup)
+
+
+def warmup_segments(rows: dict[str, np.ndarray], e: int, stack: int, config: ml_collections.ConfigDict) -> dict:
+    """Element e's rows (stack batches of equal size) with `segment_ids` cutting each row into sequences of the
+    warm-up length of its batch: attention and positions restart at every cut (jtrain/models/decoder.py)."""
+    t = rows["inputs"].shape[1]
+    per_batch = len(rows["inputs"]) // stack
+    lengths = np.repeat([warmup_length(config, e * stack + j) for j in range(stack)], per_batch)  # (rows,)
+    segment_ids = (np.arange(t)[None, :] // lengths[:, None]).astype(np.int32)  # (rows, T)
+    return {**rows, "segment_ids": segment_ids}
 
 
 def read_texts(name: str, split: str, configured_dir: str) -> list[str]:
