@@ -120,10 +120,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
 
     c.method = ml_collections.ConfigDict()  # how the model learns (jtrain/methods); a user method's own fields go here too
-    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), autoencoder, vae, contrastive, or "package.module:factory"
+    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), reward (a reward model on preference pairs), autoencoder, vae, contrastive, or "package.module:factory"
     c.method.dpo = ml_collections.ConfigDict()
     c.method.dpo.beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
     # Learning without labels (labels, if the data has them, only score the encoder at the end: eval.probe).
+    c.method.reward = ml_collections.ConfigDict()
+    c.method.reward.margin = 0.0  # reward: the gap the Bradley-Terry loss asks between chosen and rejected rewards
+    c.method.reward.center = 0.0  # reward: weight of (r_chosen + r_rejected)^2, keeping rewards near 0; 0 = off
     c.method.autoencoder = ml_collections.ConfigDict()
     c.method.autoencoder.latent_dim = 16  # autoencoder: the encoder's output width (model.name's network), the embedding
     c.method.autoencoder.loss = "mse"  # autoencoder: mse, or bce (Bernoulli likelihood of images in [0, 1])
@@ -514,6 +517,8 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.loss.huber_delta > 0, "loss.huber_delta", "must be > 0")
     need(c.loss.name != "dpo", "loss.name", "dpo is a training method: use method.name=dpo (and method.dpo.beta)")
     need(c.method.dpo.beta > 0, "method.dpo.beta", f"must be > 0, got {c.method.dpo.beta}")
+    need(c.method.reward.margin >= 0, "method.reward.margin", f"must be >= 0, got {c.method.reward.margin}")
+    need(c.method.reward.center >= 0, "method.reward.center", f"must be >= 0, got {c.method.reward.center}")
     need(c.method.autoencoder.latent_dim > 0, "method.autoencoder.latent_dim", "must be > 0")
     need(c.method.autoencoder.loss in ("mse", "bce"), "method.autoencoder.loss",
          f"must be mse or bce, got {c.method.autoencoder.loss!r}")

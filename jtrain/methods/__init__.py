@@ -59,7 +59,7 @@ from typing import Callable
 import ml_collections
 
 from jtrain.errors import ConfigError
-from jtrain.methods import autoencoder, contrastive, dpo, supervised, vae
+from jtrain.methods import autoencoder, contrastive, dpo, reward, supervised, vae
 from jtrain.methods.base import Method
 
 __all__ = ["METHODS", "Method", "build", "factory"]
@@ -67,6 +67,7 @@ __all__ = ["METHODS", "Method", "build", "factory"]
 METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "supervised": supervised.build,  # classification, binary, regression, sequence: the loss's task
     "dpo": dpo.build,  # direct preference optimisation against a frozen reference
+    "reward": reward.build,  # a reward model: the decoder with a scalar head, Bradley-Terry loss on preference pairs
     "autoencoder": autoencoder.build,  # reconstruct the inputs through a bottleneck (MSE or Bernoulli)
     "vae": vae.build,  # variational autoencoder: ELBO with KL warm-up, samples from the prior
     "contrastive": contrastive.build,  # SimCLR: NT-Xent between two augmented views over the global batch

@@ -267,9 +267,12 @@ class Decoder(nn.Module):
     embed_scale: bool = False
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool, segment_ids: jax.Array | None = None) -> jax.Array:
+    def __call__(self, tokens: jax.Array, *, train: bool, segment_ids: jax.Array | None = None,
+                 hidden: bool = False) -> jax.Array:
         """`segment_ids` (B, T) marks packed examples (SFT): attention stays inside a segment and positions restart
-        at 0 in each one. None (pretraining) lets a row attend across documents."""
+        at 0 in each one. None (pretraining) lets a row attend across documents. `hidden` returns the final
+        normalised states (B, T, E) in float32 instead of logits, without the head (a reward model's score head
+        reads them, jtrain/methods/reward.py)."""
         tokens = tokens.astype(jnp.int32)  # (B, T); jtrain's shape-only init passes float zeros
         t = tokens.shape[1]
         if t > self.max_len:
@@ -322,6 +325,8 @@ class Decoder(nn.Module):
                 x, _ = block(**kwargs, name=f"block_{i}")(x, packing)
 
         x = _norm(self.norm, self.norm_eps, self.dtype, "ln_final", self.norm_unit_offset)(x)
+        if hidden:
+            return x.astype(jnp.float32)
         # By default the head computes in float32 so the loss sees full-precision logits. In bfloat16 it runs at the
         # matrix units' full rate (a float32 head is a visible part of a large model's step on GPUs), and the
         # logits are cast to float32 for the loss.
