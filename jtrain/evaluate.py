@@ -7,7 +7,7 @@ import jax
 from jtrain import components
 from jtrain import metrics as metrics_lib
 from jtrain import workdir as workdir_lib
-from jtrain.errors import UserError
+from jtrain.errors import DataError, UserError
 
 
 def evaluate_split(run: components.Run, state, role: str) -> dict:
@@ -30,13 +30,20 @@ def evaluate(workdir: str, split: str = "test", step: int | None = None, data=No
     config = workdir_lib.read_config(workdir)
     if split not in ("train", "val", "test") and (data is not None or ":" in config.data.name):
         raise UserError(f"split {split!r}: a data source of your own evaluates its roles train / val / test")
+    asked = split
     if split not in ("train", "val", "test"):
         with config.unlocked():
             config.data.splits.test = split
         split = "test"
     elif config.data.splits[split] == "none":
         raise UserError(f"split {split!r} is disabled in this run's config (data.splits.{split}='none')")
-    run, state, step = workdir_lib.restore(workdir, config, step, data)
+    try:
+        run, state, step = workdir_lib.restore(workdir, config, step, data)
+    except DataError as e:
+        key = "config key 'data.splits.test': "
+        if asked != split and str(e).startswith(key):  # the spec came from --split, not from the config
+            raise DataError(f"--split {str(e)[len(key):]}") from e
+        raise
     if split not in run.data.splits:
         raise UserError(f"split {split!r}: the data source {run.data.spec.name} has only {', '.join(run.data.splits)}")
     report = evaluate_split(run, state, split)

@@ -142,7 +142,7 @@ def plot_confusion_matrix(
     return _save(fig, path, tight=False)
 
 
-def plot_roc_curve(fpr: Any, tpr: Any, auc: float, path: str) -> str:
+def plot_roc_curve(fpr: Any, tpr: Any, auc: float, path: str, title: str = "ROC curve") -> str:
     """Draws a ROC curve (true vs false positive rate) with the chance diagonal. Returns `path`."""
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(np.asarray(fpr), np.asarray(tpr), label=f"ROC (AUC = {float(auc):.3f})")
@@ -152,7 +152,7 @@ def plot_roc_curve(fpr: Any, tpr: Any, auc: float, path: str) -> str:
     ax.set_aspect("equal")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("ROC curve")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, path)
@@ -227,5 +227,28 @@ def plot_learning_curves(rows: Sequence[dict[str, Any]], metric: str, path: str)
     ax.set_ylabel(f"{split} {name}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path, tight=False)
+
+
+_TIME_PARTS = (("step_s", "steps"), ("compile_s", "compile"), ("data_s", "data wait"), ("eval_s", "evaluation"),
+               ("checkpoint_s", "checkpoint"))
+
+
+def plot_time_breakdown(time: dict[str, float], path: str, title: str = "training loop time") -> str:
+    """One bar per part of the loop's wall time (summary.json "time"), in seconds, with its share."""
+    parts = [(label, float(time.get(key, 0.0))) for key, label in _TIME_PARTS]
+    total = float(time.get("total_s") or sum(v for _, v in parts)) or 1e-9
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    labels, values = [p[0] for p in parts][::-1], [p[1] for p in parts][::-1]
+    bars = ax.barh(labels, values, color=["C0" if lab == "steps" else "C7" for lab in labels])
+    digits = 2 if total < 10 else 1
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.{digits}f} s ({value / total:.0%})",
+                va="center", fontsize="small")
+    ax.set_xlim(0, max(values + [1e-9]) * 1.35)
+    ax.set_xlabel("seconds")
+    ax.set_title(f"{title}: {total:.{digits}f} s, goodput {time.get('goodput', 0.0):.0%} (steps / total)")
+    ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path, tight=False)

@@ -424,7 +424,10 @@ def _write_plots(workdir: str, summary: dict, run: components.Run, findings: pro
         if "roc_curve" in summary.get(role, {}):  # binary classifiers
             curve = summary[role]["roc_curve"]
             plots.plot_roc_curve(curve["fpr"], curve["tpr"], summary[role]["roc_auc"],
-                                 os.path.join(plot_dir, f"roc_curve_{role}.png"))
+                                 os.path.join(plot_dir, f"roc_curve_{role}.png"),
+                                 title=f"{run.data.spec.name} {role} ROC curve")
+    if summary.get("time"):
+        plots.plot_time_breakdown(summary["time"], os.path.join(plot_dir, "time_breakdown.png"))
     if findings:  # a method's pictures (reconstructions, samples) and its embeddings by label
         for name, images in findings.pictures.items():
             rows = ("inputs", "reconstructions") if name == "reconstructions" else ()

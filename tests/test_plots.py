@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
@@ -75,3 +77,27 @@ def test_roc_curve(tmp_path):
     tpr = np.array([0.0, 0.6, 0.9, 1.0])
     path = tmp_path / "sub" / "roc.png"  # parent directory created on demand
     _assert_png(path, plot_roc_curve(fpr, tpr, 0.87, str(path)))
+
+
+
+def test_time_breakdown_is_one_bar_per_part(tmp_path, monkeypatch):
+    from jtrain import plots
+
+    seen = {}
+    save = plots._save
+
+    def keep(fig, path, tight=True):
+        ax = fig.axes[0]
+        seen["labels"] = [t.get_text() for t in ax.get_yticklabels()]
+        seen["texts"] = [t.get_text().strip() for t in ax.texts]
+        seen["title"] = ax.get_title()
+        return save(fig, path, tight)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    time = {"compile_s": 2.0, "data_s": 0.5, "eval_s": 1.0, "checkpoint_s": 0.5, "step_s": 6.0, "total_s": 10.0,
+            "goodput": 0.6}
+    path = plots.plot_time_breakdown(time, str(tmp_path / "time.png"))
+    assert os.path.getsize(path) > 5000
+    assert seen["labels"] == ["checkpoint", "evaluation", "data wait", "compile", "steps"]
+    assert seen["texts"] == ["0.5 s (5%)", "1.0 s (10%)", "0.5 s (5%)", "2.0 s (20%)", "6.0 s (60%)"]
+    assert "10.0 s" in seen["title"] and "goodput 60%" in seen["title"]

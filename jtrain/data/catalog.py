@@ -60,7 +60,7 @@ def load(config: ml_collections.ConfigDict) -> IndexedSource:
         splits.pop("val", None)
     sources = {}
     for role, split in splits.items():
-        source = registry.split_source(b, config.name, split)
+        source = registry.split_source(b, config.name, split, role)
         small = 0 < decoded.estimated_mb(source, spec.input_key) <= config.in_memory_mb
         sources[role] = decoded.load(source, split, b.data_dir, spec.input_key, spec.target_key) if small else source
     if folds.active(config):

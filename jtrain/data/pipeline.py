@@ -17,16 +17,16 @@ def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> IndexedSource:
     builder = registry.prepared_builder(spec.name, config.dir)  # its folder is keyed by the inputs' content
     if folds.active(config):  # the held-out fold is val; the configured val split is not read
         splits.pop("val", None)
-    sources = {role: open_split(builder, spec, split, config) for role, split in splits.items()}
+    sources = {role: open_split(builder, spec, split, config, role) for role, split in splits.items()}
     if folds.active(config):
         sources, splits = folds.fold_sources(sources, splits, config, spec.num_classes > 0, spec.target_key)
     stats = training_stats(spec, sources["train"], config)
     return IndexedSource(spec=spec, sources=sources, splits=splits, stats=stats)
 
 
-def open_split(builder, spec: DatasetSpec, split: str, config: ml_collections.ConfigDict):
+def open_split(builder, spec: DatasetSpec, split: str, config: ml_collections.ConfigDict, role: str = ""):
     """The split's TFDS source, or its decoded arrays when they fit in data.in_memory_mb (jtrain/data/decoded.py)."""
-    source = registry.split_source(builder, spec.name, split)
+    source = registry.split_source(builder, spec.name, split, role)
     if config.in_memory_mb <= 0 or decoded.estimated_mb(source, spec.input_key) > config.in_memory_mb:
         return source
     return decoded.load(source, split, builder.data_dir, spec.input_key, spec.target_key)

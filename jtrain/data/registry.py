@@ -192,14 +192,19 @@ def prepare(name: str, configured_dir: str = "") -> str:
     return prepared_builder(name, configured_dir).data_dir
 
 
-def split_source(b, name: str, split: str):
-    """Random-access source of one split of a prepared builder (TFDS slicing such as `train[:70%]` allowed)."""
+def split_source(b, name: str, split: str, role: str = ""):
+    """Random-access source of one split of a prepared builder (TFDS slicing such as `train[:70%]` allowed);
+    `role` (train / val / test) names the config key a bad split came from."""
     try:
         return b.as_data_source(split=split)
     except (ValueError, KeyError) as e:
-        raise DataError(f"data split {split!r} of {name}: {str(e).splitlines()[0]}") from e
+        have = ", ".join(f"{k} ({v.num_examples:,} examples)" for k, v in b.info.splits.items())
+        where = f"config key 'data.splits.{role}': " if role else ""
+        raise DataError(f"{where}{split!r} is no split of {name}, which has {have}; a slice such as "
+                        f"'{next(iter(b.info.splits), 'train')}[:80%]' takes part of one "
+                        f"({str(e).splitlines()[0]})") from e
 
 
-def data_source(name: str, split: str, configured_dir: str = ""):
+def data_source(name: str, split: str, configured_dir: str = "", role: str = ""):
     """Random-access source of one split, the dataset prepared first if need be."""
-    return split_source(prepared_builder(name, configured_dir), name, split)
+    return split_source(prepared_builder(name, configured_dir), name, split, role)

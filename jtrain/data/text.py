@@ -124,8 +124,8 @@ def warmup_segments(rows: dict[str, np.ndarray], e: int, stack: int, config: ml_
     return {**rows, "segment_ids": segment_ids}
 
 
-def read_texts(name: str, split: str, configured_dir: str) -> list[str]:
-    source = registry.data_source(name, split, configured_dir)
+def read_texts(name: str, split: str, configured_dir: str, role: str = "") -> list[str]:
+    source = registry.data_source(name, split, configured_dir, role)
     return [bytes(r["text"]).decode("utf-8") for r in source.__getitems__(list(range(len(source))))]
 
 
@@ -151,7 +151,7 @@ def load(config: ml_collections.ConfigDict, spec: DatasetSpec) -> TextSource:
     splits = resolve_splits(config, spec)
     sources, eval_sources, chars = {}, {}, {}
     for role, split in splits.items():
-        stream = tokenizer.encode_documents(read_texts(spec.name, split, config.dir))  # (N,)
+        stream = tokenizer.encode_documents(read_texts(spec.name, split, config.dir, role))  # (N,)
         sources[role] = PackedTokens(stream, config.seq_len)
         eval_sources[role] = PackedTokens(stream, config.seq_len, padded=True)
         chars[role] = int(tokenizer.token_chars[stream[1:]].sum())
