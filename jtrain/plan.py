@@ -79,7 +79,9 @@ def topology_devices(topology: str) -> list:
     if gen not in TPU_GENERATIONS or len(dims) not in (2, 3):
         raise UserError(f"--topology {topology!r}: expected GEN:AxB[xC] with GEN in {', '.join(TPU_GENERATIONS)}, "
                         f"e.g. v5e:16x16 or v4:2x2x2")
-    if importlib.util.find_spec("libtpu") is None:
+    # libtpu as a package, or as a file named by TPU_LIBRARY_PATH (JAX reads it): the tests keep it there, outside
+    # the environment, so that CPU runs never load it.
+    if importlib.util.find_spec("libtpu") is None and not os.path.isfile(os.environ.get("TPU_LIBRARY_PATH", "")):
         raise UserError(f"--topology {topology}: needs libtpu (pip install 'jtrain[tpu]'); "
                         f"--devices N plans on fake CPU devices instead")
     from jax._src import xla_bridge
@@ -155,7 +157,15 @@ def plan(config: ml_collections.ConfigDict, devices: int = 0, topology: str = ""
     }
     if compile:
         lowered = _lower(run, config, spec)
-        result.update(_analyses(lowered.compile()))
+        try:
+            compiled = lowered.compile()
+        except jax.errors.JaxRuntimeError as e:  # the compiler's answer for a program that cannot fit
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            raise UserError(f"the train step does not fit on {target[0].device_kind} with mesh "
+                            f"{dict(run.mesh.shape)}: {str(e).splitlines()[0].split(': ', 1)[-1].rstrip('.')}; shard it further "
+                            f"(mesh.fsdp, mesh.tensor), use a smaller data.batch_size or turn on model.remat") from e
+        result.update(_analyses(compiled))
         result["flops"] = step_flops(config, spec)
     return result
 
