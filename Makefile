@@ -36,18 +36,23 @@ train: install
 	$(BIN)/jtrain train --config experiments/digits_cnn.py --workdir runs/digits_cnn
 
 # The whole suite, slow end-to-end runs included; first the import layers (pyproject.toml [tool.importlinter]).
-test: data
+# The `tpu` extra (libtpu, no TPU needed) lets the suite compile for a TPU topology (tests/test_scaleout.py).
+test: data $(VENV)/.stamp-tpu
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 # The inner loop: everything but the slow end-to-end training runs.
-test-fast: install
+test-fast: install $(VENV)/.stamp-tpu
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 # Benchmarks (BENCHMARKS.md): the peers Keras and PyTorch come from the `bench` extra, installed once.
 bench: data $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench/run_all.py
+
+$(VENV)/.stamp-tpu: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,tpu]'
+	touch $@
 
 $(VENV)/.stamp-bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'

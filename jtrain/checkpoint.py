@@ -261,7 +261,13 @@ def array_metadata(state_dir: str) -> dict[str, tuple[tuple[int, ...], str]]:
 
 def load_arrays(state_dir: str) -> dict[str, np.ndarray]:
     """'/'-joined path -> NumPy value of every array in a saved pytree (PRNG keys as their raw key data)."""
-    restored = ocp.StandardCheckpointer().restore(state_dir)
+    # Onto this process's first device, whatever mesh saved it: the saved shardings name devices that a process
+    # with fewer of them (a 1-device `jtrain inspect --diff` of an 8-device run) does not have.
+    checkpointer = ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                                    checkpointer.metadata(state_dir).item_metadata.tree)
+    restored = checkpointer.restore(state_dir, target)
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(restored)[0]:
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):

@@ -89,6 +89,9 @@ def topology_devices(topology: str) -> list:
 
     if not xla_bridge.backends_are_initialized():
         jax.config.update("jax_platforms", "cpu")  # compile-only TPU devices; no attempt to open a local TPU
+    # libtpu's lock file guards TPU chips between processes; compiling for a topology opens none, and any other
+    # JAX process with libtpu installed holds that lock for its life, which would refuse the plan.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
     name, chip_config = TPU_GENERATIONS[gen]
     # Wrap-around links exist on full tori only: 16-wide 2-D slices, and 3-D slices of at least 4 per side.

@@ -31,3 +31,24 @@ def run_jtrain(args: list[str], data_dir: str, extra_env: dict | None = None, ti
     }
     return subprocess.run([sys.executable, "-m", "jtrain", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def final_state(workdir: str) -> dict:
+    """'/'-joined path -> array of every leaf of a finished run's last checkpoint (params, optimizer state, ...)."""
+    from jtrain.checkpoint import load_arrays
+
+    ckpt = os.path.join(workdir, "checkpoints")
+    last = max((s for s in os.listdir(ckpt) if s.isdigit()), key=int)
+    return load_arrays(os.path.join(ckpt, last, "state"))
+
+
+def assert_same_state(a: dict, b: dict, rtol: float, atol: float) -> None:
+    """Every leaf present in both and equal within the tolerance; the message names the worst leaf."""
+    import numpy as np
+
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    worst = max(a, key=lambda k: float(np.max(np.abs(np.asarray(a[k], np.float64) - b[k]), initial=0.0)))
+    for key in a:
+        assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
+        np.testing.assert_allclose(b[key], a[key], rtol=rtol, atol=atol,
+                                   err_msg=f"{key} (largest difference in {worst})")

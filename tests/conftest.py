@@ -9,6 +9,11 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+# The suite runs on CPU devices (fake ones for meshes). With the `tpu` extra installed, JAX would otherwise
+# initialise libtpu in every process: each takes libtpu's lock file and may log to stderr, which the one-line
+# error tests count. `jtrain plan --topology` loads libtpu itself.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory) -> str:

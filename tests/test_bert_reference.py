@@ -1,6 +1,7 @@
 """jtrain's Flax BERT with the real all-MiniLM-L6-v2 weights reproduces PyTorch transformers' outputs.
 
-The fixture comes from scripts/make_bert_reference.py (BertModel on CPU); this test never imports torch.
+The fixture comes from scripts/make_bert_reference.py: ids from transformers' Python BertTokenizer and outputs of
+BertModel on CPU, nothing from jtrain; this test never imports torch or transformers.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ def test_minilm_matches_the_pytorch_reference():
     variables, report = pretrained.load(init, {"params": abstract}, log=False)
     assert report.unused == [] and report.mismatched == [] and len(report.loaded) == 5 + 16 * 6
 
-    # The tokenizer gives the reference's ids.
-    ids = np.asarray([e.ids for e in minilm.tokenizer(128).encode_batch([str(s) for s in ref["sentences"]])])
-    np.testing.assert_array_equal(ids, ref["input_ids"])
+    # jtrain's tokenizer gives transformers' ids and padding (accents, CJK and an unknown emoji included).
+    assert str(ref["tokenizer"]) == "BertTokenizer"
+    encodings = minilm.tokenizer(128).encode_batch([str(s) for s in ref["sentences"]])
+    np.testing.assert_array_equal(np.asarray([e.ids for e in encodings]), ref["input_ids"])
+    np.testing.assert_array_equal(np.asarray([e.attention_mask for e in encodings]), ref["attention_mask"])
 
-    out = jax.jit(lambda p, x: model.encoder.apply({"params": p}, x))(variables["params"]["encoder"], ids)
+    # The model runs on the reference's ids.
+    out = jax.jit(lambda p, x: model.encoder.apply({"params": p}, x))(variables["params"]["encoder"], ref["input_ids"])
     real = ref["attention_mask"].astype(bool)  # (B, T)
     np.testing.assert_allclose(np.asarray(out["hidden"])[real], ref["last_hidden_state"][real], atol=1e-4, rtol=0)
     pooled = np.asarray(bert.mean_pool(out["hidden"], out["mask"]))  # (B, 384)

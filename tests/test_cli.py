@@ -41,8 +41,11 @@ def test_smoke_run_fills_the_workdir(smoke_run):
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     assert summary["step"] == 30
     assert summary["test"]["num_examples"] == 270  # every test example counted, once
-    assert 0.0 <= summary["test"]["accuracy"] <= 1.0
-    assert np.asarray(summary["test"]["confusion_matrix"]).sum() == 270
+    confusion = np.asarray(summary["test"]["confusion_matrix"])
+    assert confusion.sum() == 270
+    assert summary["test"]["accuracy"] == pytest.approx(np.trace(confusion) / 270)  # the same predictions
+    # 30 steps learn: 0.61 measured against 0.10 for chance (an untrained or broken step stays near chance).
+    assert summary["test"]["accuracy"] > 0.4
     # The summary table is printed at the end.
     assert "summary at step 30" in result.stdout and "accuracy" in result.stdout
 

@@ -1,4 +1,5 @@
-"""The GPT-style decoder (jtrain/models/decoder.py) on one device: shapes, causality, scan/remat, annotations."""
+"""The GPT-style decoder (jtrain/models/decoder.py) on one device: shapes, causality, scanned = unscanned, remat,
+bfloat16 against float32, annotations."""
 
 from __future__ import annotations
 
@@ -40,11 +41,50 @@ def test_logits_shape_dtype_and_causality(position):
     assert not np.allclose(other[:, 10], logits[:, 10])
 
 
-def test_bfloat16_compute_keeps_float32_parameters_and_logits():
-    model = Decoder(**SMALL, dtype=jnp.bfloat16)
-    params = jax.eval_shape(lambda: init(model, tokens()))
-    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-    assert jax.eval_shape(lambda p: model.apply({"params": p}, tokens(), train=False), params).dtype == jnp.float32
+def test_bfloat16_compute_keeps_float32_parameters_and_matches_float32_logits():
+    x, position = tokens(), "rotary"  # queries and keys rounded to bfloat16 around their float32 rotation
+    model = Decoder(**SMALL, position=position, dtype=jnp.bfloat16)
+    params = init(model, x)
+    assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    half = jax.jit(lambda p: model.apply({"params": p}, x, train=False))(params)  # (B, T, V)
+    full = jax.jit(lambda p: Decoder(**SMALL, position=position).apply({"params": p}, x, train=False))(params)
+    assert half.dtype == jnp.float32
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 per operation): through two blocks the logits
+    # are off by 0.4% of their largest value (measured); 2% allows for other CPUs' and GPUs' orders of sums,
+    # while a block computing the wrong thing would be off by the logits' own size.
+    scale = float(jnp.abs(full).max())
+    np.testing.assert_allclose(half, full, atol=2e-2 * scale, rtol=0)
+    assert not np.array_equal(half, full)  # the blocks did compute in bfloat16
+
+
+def test_scanned_layers_give_the_unscanned_logits_and_gradients():
+    # The same parameters, block_i's leaves stacked on a leading layers axis: the scan runs the same blocks.
+    x, position = tokens(), "rotary"
+    plain = init(Decoder(**SMALL, position=position), x)
+    blocks = [plain[f"block_{i}"] for i in range(SMALL["num_layers"])]
+    stacked = {k: v for k, v in plain.items() if not k.startswith("block_")}
+    stacked["layers"] = jax.tree.map(lambda *leaves: jnp.stack(leaves), *blocks)
+    assert jax.tree.structure(stacked) == jax.tree.structure(init(Decoder(**SMALL, position=position,
+                                                                          scan_layers=True), x))
+
+    def logits_and_grads(model, params):
+        logits = lambda p: model.apply({"params": p}, x, train=False)  # (B, T, V)
+        return jax.jit(lambda p: (logits(p), jax.grad(lambda q: (logits(q) ** 2).mean())(p)))(params)
+
+    a, grads_a = logits_and_grads(Decoder(**SMALL, position=position), plain)
+    b, grads_b = logits_and_grads(Decoder(**SMALL, position=position, scan_layers=True), stacked)
+    # float32 throughout; only XLA's fusion of the loop body may reorder sums.
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    unstacked = [jax.tree.map(lambda leaf: leaf[i], grads_b["layers"]) for i in range(SMALL["num_layers"])]
+    grads_b = {**{k: v for k, v in grads_b.items() if k != "layers"},
+               **{f"block_{i}": g for i, g in enumerate(unstacked)}}
+    # Against the largest gradient: the keys' bias has a zero gradient in exact arithmetic (rounding noise only).
+    grad_scale = max(float(jnp.abs(u).max()) for u in jax.tree.leaves(grads_a))
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(v, u, rtol=1e-5, atol=1e-5 * grad_scale), grads_a, grads_b)
+    other = jax.tree.map(lambda leaf: leaf[::-1], stacked["layers"])  # blocks in the other order: other logits
+    c = jax.jit(lambda p: Decoder(**SMALL, position=position, scan_layers=True).apply({"params": p}, x, train=False))(
+        {**stacked, "layers": other})
+    assert not np.allclose(c, a, rtol=1e-3, atol=1e-4)
 
 
 def test_scan_stacks_layers_and_remat_changes_no_number():

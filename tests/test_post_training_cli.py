@@ -1,6 +1,7 @@
 """SFT and DPO through the real CLI: a tiny pretraining checkpoint, then `jtrain finetune` with
 experiments/shakespeare_char_sft.py (held-out response loss falls) and experiments/shakespeare_char_dpo.py
-(reward metrics logged, the reference frozen at the pretrained weights); bad user JSONL is one line, exit 2."""
+(reward metrics logged, held-out preference accuracy above the pretrained policy's, the reference frozen at the
+pretrained weights); bad user JSONL is one line, exit 2."""
 
 from __future__ import annotations
 
@@ -73,16 +74,26 @@ def test_sft_finetune_lowers_heldout_response_loss(text_dir, pretrained, tmp_pat
 
 @pytest.mark.slow
 def test_dpo_finetune_logs_rewards_and_keeps_the_reference_frozen(text_dir, pretrained, tmp_path):
-    workdir = str(tmp_path / "dpo")
-    result = run_jtrain(["finetune", "--config", "experiments/shakespeare_char_dpo.py", "--pretrained", pretrained,
-                         *TINY_MODEL, *QUICK, *FEW_PLAYS, "--config.train.steps=20", "--workdir", workdir], text_dir)
+    workdir, baseline_dir = str(tmp_path / "dpo"), str(tmp_path / "baseline")
+    common = ["finetune", "--config", "experiments/shakespeare_char_dpo.py", "--pretrained", pretrained,
+              *TINY_MODEL, *QUICK, *FEW_PLAYS]
+    # The baseline: the pretrained policy itself, one step at learning rate 0, evaluated on the same pairs.
+    _ok(run_jtrain([*common, "--config.train.steps=1", "--config.optim.learning_rate=0", "--workdir", baseline_dir],
+                   text_dir))
+    # A learning rate above the experiment's 3e-4: 20 steps there move held-out preference by 2 pairs of 237.
+    result = run_jtrain([*common, "--config.train.steps=20", "--config.optim.learning_rate=2e-3", "--workdir", workdir],
+                        text_dir)
     _ok(result)
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     train = [r for r in records if r["split"] == "train"]
     assert train and all(k in train[-1] for k in ("reward_margin", "reward_accuracy", "chosen_reward",
                                                    "rejected_reward", "loss"))
     val = _summary(workdir)["val"]
-    assert 0.0 <= val["preference_accuracy"] <= 1.0 and val["num_examples"] > 0
+    baseline = _summary(baseline_dir)["val"]
+    assert val["num_examples"] == baseline["num_examples"] > 0
+    # 20 DPO steps make the policy prefer the held-out chosen lines more often than the pretrained model did:
+    # 0.50 -> 0.60 measured (also 0.59 for 20 steps at 3e-3, 0.56 for 30 at 2e-3); a frozen policy stays at 0.50.
+    assert val["preference_accuracy"] > baseline["preference_accuracy"] + 0.05, (baseline, val)
     # The reference in the checkpoint is the pretrained params, bitwise; the policy moved away from them.
     saved = checkpoint_lib.load_arrays(os.path.join(workdir, "checkpoints", "20", "state"))
     start = checkpoint_lib.load_arrays(os.path.join(pretrained, "checkpoints", "120", "state"))

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 import jtrain
+from jtrain import workdir as workdir_lib
 from jtrain.data import registry
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +45,27 @@ def test_toolbox_features_together_through_the_loop(digits_data_dir, tmp_path):
                          "optim.policy=('Dense_0/.*=frozen', 'Dense_2/.*=lr:2')", "schedule.name=step",
                          "schedule.unit=epochs", "schedule.step_size=1", "schedule.gamma=0.5", "loss.l1=1e-5")
     summary = jtrain.train(config, str(tmp_path))
-    assert 0.0 <= summary["test"]["top_k_accuracy"] <= 1.0
-    assert summary["test"]["top_k_accuracy"] >= summary["test"]["accuracy"]
+    run, state, step = workdir_lib.restore(str(tmp_path), config)
+    assert step == 12
+    initial = run.init()  # the same seed: the state training started from
+    # The frozen layer is bitwise its initialisation; the layers after it trained.
+    for key in ("kernel", "bias"):
+        np.testing.assert_array_equal(state.params["Dense_0"][key], initial.params["Dense_0"][key])
+    for layer in ("Dense_1", "Dense_2"):
+        assert not np.array_equal(state.params[layer]["kernel"], initial.params[layer]["kernel"]), layer
+
+    # Accuracy and top-3 accuracy recomputed from the final parameters over every test example.
+    forward = jax.jit(lambda params, x: run.model.apply({"params": params, **state.model_state}, x, train=False))
+    hits1 = hits3 = count = 0
+    for batch in run.data.eval_batches("test", config.data):
+        logits, real, y = np.asarray(forward(state.params, batch["inputs"])), batch["mask"].astype(bool), batch["targets"]
+        hits1 += int(((logits.argmax(-1) == y) & real).sum())
+        hits3 += int(((np.argsort(-logits, -1)[:, :3] == y[:, None]).any(-1) & real).sum())
+        count += int(real.sum())
+    assert count == summary["test"]["num_examples"] == 270
+    assert summary["test"]["accuracy"] == pytest.approx(hits1 / count, abs=1e-9)
+    assert summary["test"]["top_k_accuracy"] == pytest.approx(hits3 / count, abs=1e-9)
+    assert hits3 > hits1  # the top-3 hits include some the top-1 misses: k was applied
     train = [r for r in _records(tmp_path) if r["split"] == "train"]
     assert [r["step"] for r in train] == [6, 12]
     assert all(r["penalty"] > 0 for r in train)  # L1 + L2 terms, logged apart from the data loss

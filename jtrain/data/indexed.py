@@ -88,9 +88,11 @@ class IndexedSource(Source):
                               f"{spec.name} is not images")
         if augment:
             # Element e holds global batches e*k ... e*k + k - 1; each batch draws from its own generator, a function
-            # of (seed, batch number), so data.transfer_batches (a speed setting) leaves the augmented examples alone.
+            # of (seed, batch number), so data.transfer_batches (a speed setting) leaves the augmented examples alone,
+            # and draws for the global batch, so the number of processes does too.
             ds = ds.map_with_index(lambda e, b: transforms.augment_batch(b, augment, [
-                np.random.default_rng([seed, AUGMENT_STREAM, e * stack + j]) for j in range(stack)]))
+                np.random.default_rng([seed, AUGMENT_STREAM, e * stack + j]) for j in range(stack)],
+                process_index, process_count))
         if config.normalize or stats.target_mean is not None:
             ds = ds.map(lambda b: standardize(b, stats, config.normalize))
         return to_iterator(ds, config, stack)

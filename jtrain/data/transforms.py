@@ -38,10 +38,13 @@ def augment(example: dict[str, np.ndarray], names: tuple[str, ...], rng: np.rand
 
 
 def augment_batch(batch: dict[str, np.ndarray], names: tuple[str, ...],
-                  rng: np.random.Generator | Sequence[np.random.Generator]) -> dict[str, np.ndarray]:
+                  rng: np.random.Generator | Sequence[np.random.Generator],
+                  process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
     """Random image augmentations, each example with its own draws. `rng` is one generator, or one for each of
     len(rng) equal consecutive groups of rows (the training batches of a stack, so that a batch's draws do not
-    depend on how many batches travel together). Whole-batch NumPy: a Python loop per image would cost more
+    depend on how many batches travel together). With several processes each group is this process's slice of
+    a global batch: the draws are made for the whole global batch and sliced the same way, so every example is
+    augmented alike whatever the number of processes. Whole-batch NumPy: a Python loop per image would cost more
     than the step."""
     images = batch["inputs"]  # (B, H, W, C) in [0, 1]
     b, h, w = images.shape[:3]
@@ -49,8 +52,10 @@ def augment_batch(batch: dict[str, np.ndarray], names: tuple[str, ...],
     per_rng = b // len(rngs)
     assert per_rng * len(rngs) == b, f"{b} rows do not split into {len(rngs)} equal groups"
 
-    def draw(sample):  # sample(generator, rows) -> (rows, ...) for each group, concatenated -> (B, ...)
-        return np.concatenate([sample(g, per_rng) for g in rngs])
+    own = slice(process_index * per_rng, (process_index + 1) * per_rng)
+
+    def draw(sample):  # sample(generator, rows) -> (rows, ...): this process's rows of each group -> (B, ...)
+        return np.concatenate([sample(g, per_rng * process_count)[own] for g in rngs])
 
     for name in names:
         if name == "shift":
