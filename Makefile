@@ -36,7 +36,8 @@ train: install
 	$(BIN)/jtrain train --config experiments/digits_cnn.py --workdir runs/digits_cnn
 
 # The whole suite, slow end-to-end runs included; first the import layers (pyproject.toml [tool.importlinter]).
-# The `tpu` extra (libtpu, no TPU needed) lets the suite compile for a TPU topology (tests/test_scaleout.py).
+# libtpu (no TPU needed) lets the suite compile for a TPU topology (tests/test_scaleout.py). It goes beside the
+# environment, not into it: installed, JAX would load it in every CPU run and log TPU errors to stderr.
 test: data $(VENV)/.stamp-tpu
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
@@ -50,8 +51,13 @@ test-fast: install $(VENV)/.stamp-tpu
 bench: data $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench/run_all.py
 
+# The libtpu release the installed jax names in its `tpu` extra, as a file the topology test hands to JAX
+# (TPU_LIBRARY_PATH). Linux x86-64 only: the platforms libtpu is published for.
 $(VENV)/.stamp-tpu: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,tpu]'
+	@if [ "$$(uname -s)-$$(uname -m)" = Linux-x86_64 ]; then \
+	  $(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/libtpu-side "$$($(BIN)/python -c \
+	    "import importlib.metadata as m; print(next(r.split(';')[0].strip() for r in m.requires('jax') if r.startswith('libtpu')))")"; \
+	fi
 	touch $@
 
 $(VENV)/.stamp-bench: $(STAMP)
