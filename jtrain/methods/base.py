@@ -32,3 +32,8 @@ class Method:
     check_batch: Callable[[int, int], None] | None = None  # (global batch, data-parallel size) -> None or ConfigError
     embed: Callable[[Any, Any, Any], Any] | None = None  # (model, state, inputs) -> (B, D) the frozen encoder's
     pictures: Callable[[Any, Any, Batch, Any], dict] | None = None  # (model, state, batch, key) -> {name: images}
+    # (model, state, batch, rng) -> (state, batch, {name: () metric}): the step's data, made in the step (RL rollouts)
+    collect: Callable[..., tuple[Any, Batch, dict]] | None = None
+    minibatches: Callable[[Batch, Any], Batch] | None = None  # (batch, rng) -> (U, ...): U updates in one step
+    updates_per_step: int = 1  # U, the optimizer updates of one step (with minibatches)
+    rates: Callable[[float], dict] | None = None  # (train steps per second) -> the log's speed metrics
