@@ -26,7 +26,6 @@ def get_config():
     config.optim.name = "adam"
     config.optim.learning_rate = 2.5e-3
     config.optim.eps = 1e-5
-    config.optim.grad_clip_norm = 0.5
     config.schedule.name = "warmup_linear"  # the learning rate falls linearly to 0 over the run
     config.train.steps = 480
     config.train.steps_per_call = 16
