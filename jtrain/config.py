@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, dropout and data shuffling; same seed -> same run
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py); your own files: csv:PATH, parquet:PATH, json:PATH, npz:PATH, images:DIR, hf:NAME_OR_PATH (jtrain/data/own.py); or "package.module:factory" for a source of your own (jtrain/data/source.py)
+    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py); your own files: csv:PATH, parquet:PATH, json:PATH, npz:PATH, images:DIR, hf:NAME_OR_PATH (jtrain/data/own.py); "env" for an RL run's environment (env.*, jtrain/data/env.py); or "package.module:factory" for a source of your own (jtrain/data/source.py)
     c.data.dir = ""  # TFDS data directory; "" = $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets
     c.data.batch_size = 64  # global training batch size (split over the data-parallel devices)
     c.data.eval_batch_size = 0  # global eval batch size; 0 = same as batch_size
@@ -107,7 +107,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
 
     c.method = ml_collections.ConfigDict()  # how the model learns (jtrain/methods); a user method's own fields go here too
-    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), autoencoder, vae, contrastive, or "package.module:factory"
+    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), autoencoder, vae, contrastive, ppo / reinforce (agents in env.name, with data.name=env), or "package.module:factory"
     c.method.dpo = ml_collections.ConfigDict()
     c.method.dpo.beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
     # Learning without labels (labels, if the data has them, only score the encoder at the end: eval.probe).
