@@ -188,3 +188,35 @@ def test_kill_resume_exact():
                             capture_output=True, text=True, timeout=900,
                             env={**os.environ, "PYTHONPATH": REPO_ROOT})
     assert result.returncode == 0 and "3/3 exact" in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+_FOUR_STEPS = """
+import json, sys
+import jtrain
+from jtrain.config import load_experiment, set_value
+config = load_experiment("experiments/cartpole_ppo.py")
+for key, value in {"train.steps": 4, "train.steps_per_call": 1, "train.log_every_steps": 1, "train.progress": False,
+                   "data.splits.val": "none", "data.splits.test": "greedy:8", "data.eval_batch_size": 8,
+                   "schedule.name": "constant", "checkpoint.every_steps": 0, "rl.frames": 0}.items():
+    set_value(config, key, value)
+jtrain.train(config, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_four_devices_train_as_one(tmp_path):
+    """The 8 environments split over 4 data-parallel devices: the same episodes and, up to float rounding of the
+    updates' reductions, the same losses as on one device."""
+    logs = []
+    for devices in (1, 4):
+        workdir = str(tmp_path / f"d{devices}")
+        env = {**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu", "JTRAIN_NO_PROGRESS": "1",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        result = subprocess.run([sys.executable, "-c", _FOUR_STEPS, workdir], cwd=REPO_ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        logs.append([r for r in map(json.loads, open(os.path.join(workdir, "metrics.jsonl"))) if r["split"] == "train"])
+    one, four = logs
+    assert len(one) == len(four) == 4
+    assert [r["episode_return"] for r in one] == [r["episode_return"] for r in four]
+    np.testing.assert_allclose([r["loss"] for r in one], [r["loss"] for r in four], rtol=1e-5)

@@ -28,8 +28,8 @@ def build(config: ml_collections.ConfigDict) -> Method:
         value_loss = 0.5 * ((value - batch["returns"]) ** 2).mean()
         entropy = entropy.mean()
         loss = policy_loss + s.value_coef * value_loss - s.entropy_coef * entropy
-        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-                      "approx_kl": (batch["logp"] - logp).mean()}
+        # No approx_kl: the one update's loss sees the rollout's own params, where it is 0 by construction.
+        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
     return rl.agent_method("reinforce", config, s, loss_one,
                            lambda aux, batch, loss: rl.loss_metrics(aux, loss, s.num_seeds), log_keys=("entropy",))
