@@ -159,13 +159,13 @@ BAD = [  # (overrides, extra env, what the line says)
                                                   "'gymnax:CartPole-v1'?)"),
     (["--config.env.name=gymnax:Pendulum-v1"], {}, "'env.name': gymnax:Pendulum-v1 has a Box(shape=(1,)) action space; "
                                                    "ppo supports discrete actions only"),
-    (["--config.env.name=tests.toy_env:make_continuous", "--config.method.name=reinforce"], {},
-     "reinforce supports discrete actions only"),
     (["--config.env.num_envs=3"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", **CPU},
      "'env.num_envs': 3 environments are not divisible by the data-parallel size 2"),
     (["--config", DIGITS, "--config.method.name=ppo"], {}, "'env.name': an RL method needs an environment"),
-    (["--config", DIGITS, "--config.method.name=ppo", "--config.env.name=gymnax:CartPole-v1"], {},
+    (["--config", DIGITS, "--config.method.name=ppo", "--config.env.name=gymnax:CartPole-v1",
+      "--config.train.steps=5"], {},
      "'data.name': ppo trains in an environment: set data.name=env"),
+    (["--config.train.steps=0", "--config.train.epochs=3"], {}, "'train.steps': ppo trains for a number of steps"),
     (["--config.method.name=supervised"], {}, "data.name=env (gymnax:CartPole-v1) trains an agent: method.name=ppo"),
 ]
 

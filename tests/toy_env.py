@@ -27,8 +27,3 @@ def make_env() -> Env:
 
     return Env(reset, step, num_actions=2, action_space="Discrete(2)")
 
-
-def make_continuous() -> Env:
-    """The same, asking for a real-valued action: an action space the agents do not support."""
-    env = make_env()
-    return Env(env.reset, env.step, num_actions=0, action_space="Box(shape=(1,))")

@@ -370,7 +370,9 @@ def agent_method(name: str, config: ml_collections.ConfigDict, s: Settings, loss
                  train_metrics: Callable, minibatches: Callable | None = None, updates_per_step: int = 1,
                  log_keys: tuple[str, ...] = ()) -> Method:
     """The Method of an agent whose update is `loss_one` (one agent's loss on a batch of transitions)."""
-    del config
+    if not config.train.steps:  # train.epochs counts passes over a dataset, which an environment is not
+        raise ConfigError(f"config key 'train.steps': {name} trains for a number of steps (a rollout and its update "
+                          f"each); set train.steps (train.epochs does not apply)")
     env_steps = s.num_seeds * s.num_envs * s.num_steps  # environment steps of one train step, all agents
 
     def check_data(spec) -> None:
