@@ -140,7 +140,7 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     mesh_lib.check_batch(config.data.batch_size, mesh, "data.batch_size")
     mesh_lib.check_batch(config.data.eval_batch_size or config.data.batch_size, mesh, "data.eval_batch_size")
-    data = data_lib.load(config.data, fitted) if data is None else data_lib.bind(data, config.data, fitted)
+    data = data_lib.load(config.data, fitted, config.env) if data is None else data_lib.bind(data, config.data, fitted)
     method = methods.build(config)
     method.check_data(data.spec)
     if config.eval.best_metric and method.metrics and config.eval.best_metric not in method.metrics:
@@ -157,7 +157,8 @@ def build(config: ml_collections.ConfigDict, data: data_lib.Source | None = None
     steps = total_steps(config, data.num_train)
     # Epoch-valued schedule fields (schedule.unit="epochs") become steps with the exact steps per epoch.
     tx, schedule = optim.build(config.optim, config.schedule, steps,
-                               steps_per_epoch=fractions.Fraction(data.num_train, config.data.batch_size))
+                               steps_per_epoch=fractions.Fraction(data.num_train, config.data.batch_size),
+                               updates_per_step=method.updates_per_step)
     microbatch.check(config.data.batch_size, config.optim.accumulate_steps, mesh_lib.data_parallel_size(mesh))
 
     # Shapes first: trace init abstractly, derive shardings, then create the state directly sharded.

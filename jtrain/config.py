@@ -33,7 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds parameter init, dropout and data shuffling; same seed -> same run
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py); your own files: csv:PATH, parquet:PATH, json:PATH, npz:PATH, images:DIR, hf:NAME_OR_PATH (jtrain/data/own.py); or "package.module:factory" for a source of your own (jtrain/data/source.py)
+    c.data.name = "digits"  # registered dataset: digits, fashion_mnist, diabetes, breast_cancer, shakespeare_char, ... (jtrain/data/registry.py); your own files: csv:PATH, parquet:PATH, json:PATH, npz:PATH, images:DIR, hf:NAME_OR_PATH (jtrain/data/own.py); "env" for an RL run's environment (env.*, jtrain/data/env.py); or "package.module:factory" for a source of your own (jtrain/data/source.py)
     c.data.dir = ""  # TFDS data directory; "" = $JTRAIN_DATA_DIR, else ~/.cache/jtrain/tensorflow_datasets
     c.data.batch_size = 64  # global training batch size (split over the data-parallel devices)
     c.data.eval_batch_size = 0  # global eval batch size; 0 = same as batch_size
@@ -120,7 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.l2 = 0.0  # adds l2 * sum(w^2) over kernels (parameters with ndim > 1) to the training loss
 
     c.method = ml_collections.ConfigDict()  # how the model learns (jtrain/methods); a user method's own fields go here too
-    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), reward (a reward model on preference pairs), autoencoder, vae, contrastive, or "package.module:factory"
+    c.method.name = "supervised"  # supervised (outputs vs targets), dpo (preference pairs), reward (a reward model on preference pairs), autoencoder, vae, contrastive, ppo / reinforce (agents in env.name, with data.name=env), or "package.module:factory"
     c.method.dpo = ml_collections.ConfigDict()
     c.method.dpo.beta = 0.1  # dpo: scale of the implicit reward beta * (log p_policy - log p_reference) of a response
     # Learning without labels (labels, if the data has them, only score the encoder at the end: eval.probe).
@@ -141,6 +141,29 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.contrastive.projection_dim = 32  # contrastive: the projection head's output, where NT-Xent is computed
     c.method.contrastive.temperature = 0.2  # contrastive: NT-Xent temperature
     c.method.contrastive.augment = "shift,noise"  # contrastive: the two views' augmentations: shift, flip, noise, erase
+    # Reinforcement learning (data.name = "env", env.*, rl.*): the agents' own settings.
+    c.method.ppo = ml_collections.ConfigDict()
+    c.method.ppo.clip_eps = 0.2  # ppo: the probability ratio is clipped to [1 - clip_eps, 1 + clip_eps] (and the value change, with clip_value)
+    c.method.ppo.epochs = 4  # ppo: passes over each rollout, each in method.ppo.num_minibatches updates
+    c.method.ppo.num_minibatches = 4  # ppo: updates per pass; the rollout's env.num_envs x rl.num_steps transitions split evenly
+    c.method.ppo.clip_value = True  # ppo: clip the value's change from the rollout's value like the ratio (the larger loss counts)
+
+    c.env = ml_collections.ConfigDict()  # the environment of an RL run (data.name = "env"; jtrain/envs.py)
+    c.env.name = ""  # gymnax:NAME (gymnax:CartPole-v1, gymnax:Acrobot-v1, ...) or package.module:make_env returning a jtrain.envs.Env
+    c.env.num_envs = 8  # environments each agent steps in parallel (vmapped; split over the data-parallel devices)
+
+    c.rl = ml_collections.ConfigDict()  # reinforcement learning: what every agent shares (method.name = ppo or reinforce)
+    c.rl.num_steps = 128  # rollout length: steps of every environment collected in one train step, before its update
+    c.rl.gamma = 0.99  # discount factor of rewards
+    c.rl.gae_lambda = 0.95  # ppo: GAE lambda of the advantages (reinforce uses 1: discounted returns)
+    c.rl.normalize_advantages = True  # standardise advantages over each (mini)batch
+    c.rl.value_coef = 0.5  # weight of the value (baseline) loss
+    c.rl.entropy_coef = 0.01  # weight of the entropy bonus (subtracted from the loss)
+    c.rl.hidden_sizes = (64, 64)  # actor and critic MLP widths (two separate networks)
+    c.rl.activation = "tanh"  # hidden activation of the actor-critic: tanh or relu
+    c.rl.num_seeds = 1  # independent agents trained together as one vmapped program (own init, environments and draws); metrics per seed and mean / std
+    c.rl.eval_max_steps = 1000  # an evaluation episode stops after this many steps if it has not ended
+    c.rl.frames = 8  # frames of one greedy test episode drawn into WORKDIR/plots/episode.png (environments with a renderer); 0 = none
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 0  # total optimizer steps; 0 = derive from train.epochs
@@ -529,6 +552,17 @@ def _check_ranges(c: ml_collections.ConfigDict) -> None:
     need(c.method.contrastive.projection_dim > 0, "method.contrastive.projection_dim", "must be > 0")
     need(c.method.contrastive.temperature > 0, "method.contrastive.temperature",
          f"must be > 0, got {c.method.contrastive.temperature}")
+    need(c.env.num_envs >= 1, "env.num_envs", f"must be >= 1, got {c.env.num_envs}")
+    need(c.rl.num_steps >= 1, "rl.num_steps", f"must be >= 1, got {c.rl.num_steps}")
+    need(0.0 < c.rl.gamma <= 1.0, "rl.gamma", f"must be in (0, 1], got {c.rl.gamma}")
+    need(0.0 <= c.rl.gae_lambda <= 1.0, "rl.gae_lambda", f"must be in [0, 1], got {c.rl.gae_lambda}")
+    need(c.rl.activation in ("tanh", "relu"), "rl.activation", f"must be tanh or relu, got {c.rl.activation!r}")
+    need(c.rl.num_seeds >= 1, "rl.num_seeds", f"must be >= 1, got {c.rl.num_seeds}")
+    need(c.rl.eval_max_steps >= 1, "rl.eval_max_steps", f"must be >= 1, got {c.rl.eval_max_steps}")
+    need(c.rl.frames >= 0, "rl.frames", f"must be >= 0, got {c.rl.frames}")
+    need(c.method.ppo.clip_eps > 0, "method.ppo.clip_eps", f"must be > 0, got {c.method.ppo.clip_eps}")
+    need(c.method.ppo.epochs >= 1, "method.ppo.epochs", f"must be >= 1, got {c.method.ppo.epochs}")
+    need(c.method.ppo.num_minibatches >= 1, "method.ppo.num_minibatches", f"must be >= 1, got {c.method.ppo.num_minibatches}")
     need(c.eval.probe_train_examples > 0, "eval.probe_train_examples", "must be > 0")
     need(c.eval.probe_knn_k > 0, "eval.probe_knn_k", "must be > 0")
     need(c.data.eval_examples >= 0, "data.eval_examples", "must be >= 0")
@@ -614,5 +648,5 @@ def describe(config: ml_collections.ConfigDict, key: str = "") -> str:
                      for k, v in chosen.items())
 
 
-SECTIONS = ("checkpoint", "data", "eval", "init", "loss", "mesh", "method", "model", "optim", "schedule", "seed",
-            "train")  # named in `jtrain train --help` without building the config (which loads the model families)
+SECTIONS = ("checkpoint", "data", "env", "eval", "init", "loss", "mesh", "method", "model", "optim", "rl", "schedule",
+            "seed", "train")  # named in `jtrain train --help` without building the config (which loads the model families)

@@ -180,12 +180,15 @@ def optimizer(config: ml_collections.ConfigDict, learning_rate: optax.ScalarOrSc
 
 
 def build(optim: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict, total_steps: int,
-          steps_per_epoch: float | fractions.Fraction | None = None,
+          steps_per_epoch: float | fractions.Fraction | None = None, updates_per_step: int = 1,
           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """(optax chain, learning-rate schedule) from the config; the schedule is what the step logs."""
+    """(optax chain, learning-rate schedule) from the config; the schedule is what the step logs. With
+    `updates_per_step` > 1 (a method's minibatches, e.g. PPO's) the chain counts updates, and its learning rate
+    stays the schedule's at the step they belong to."""
     need(optim.grad_clip_value >= 0, "optim.grad_clip_value", "must be >= 0")
     need(optim.grad_clip_norm >= 0, "optim.grad_clip_norm", "must be >= 0")
-    lr = build_schedule(schedule, optim.learning_rate, total_steps, steps_per_epoch)
+    per_step = build_schedule(schedule, optim.learning_rate, total_steps, steps_per_epoch)
+    lr = per_step if updates_per_step == 1 else (lambda count: per_step(count // updates_per_step))
     optimizer(optim, lr, optim.weight_decay)  # fail on an unknown name now, not at the first init
     rules = policy_lib.parse(optim.policy)
     clipping = []
@@ -194,9 +197,9 @@ def build(optim: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,
     if optim.grad_clip_norm:
         clipping.append(optax.clip_by_global_norm(optim.grad_clip_norm))
     if not rules:
-        return optax.chain(*clipping, optimizer(optim, lr, optim.weight_decay)), lr
+        return optax.chain(*clipping, optimizer(optim, lr, optim.weight_decay)), per_step
     return with_policy(rules, clipping, lambda p: optimizer(optim, _scaled(lr, p.lr_mult),
-                                                            optim.weight_decay * p.wd_mult)), lr
+                                                            optim.weight_decay * p.wd_mult)), per_step
 
 
 # ---------------------------------------------------------------------------------------------- the policy table

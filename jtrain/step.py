@@ -28,11 +28,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, method: 
     counts, so data order and dropout keys stay aligned); "halt" applies it and the loop stops at the next check.
     `penalty(params)` (L1/L2, jtrain/losses.py) is added to the objective; the logged `loss` stays the data loss.
     `accumulate_steps` > 1 averages gradients over that many micro-batches (jtrain/microbatch.py).
-    `grad_norm` adds the global gradient norm to the metrics (train.log_grad_norm)."""
+    `grad_norm` adds the global gradient norm to the metrics (train.log_grad_norm).
+    A method with `collect` makes the step's batch first (an RL rollout with the current params, from a key of
+    the step's own); with `minibatches` the step makes one update per minibatch of it (`_updates`)."""
 
-    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-        # A fresh dropout key per step, a function of (seed, step): resuming at step s redraws the same key.
-        dropout_rng = jax.random.fold_in(state.rng, state.step)
+    def gradient_update(state: TrainState, batch: Batch, dropout_rng: jax.Array) -> tuple[TrainState, dict]:
         mutable = list(state.model_state)
 
         def loss_of(params, batch, model_state, dropout_rng):  # batch: the step's batch or one micro-batch of it
@@ -47,7 +47,38 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, method: 
             metrics["penalty"] = objective - loss
         return apply_update(state, grads, new_model_state, metrics, tx, schedule, on_nonfinite, grad_norm)
 
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        # A fresh dropout key per step, a function of (seed, step): resuming at step s redraws the same key.
+        dropout_rng = jax.random.fold_in(state.rng, state.step)
+        collected = {}
+        if method.collect is not None:  # the method makes the step's batch itself (an RL rollout)
+            state, batch, collected = method.collect(model, state, batch, jax.random.fold_in(dropout_rng, _COLLECT))
+        if method.minibatches is None:
+            state, metrics = gradient_update(state, batch, dropout_rng)
+        else:
+            state, metrics = _updates(gradient_update, state, method.minibatches(
+                batch, jax.random.fold_in(dropout_rng, _SHUFFLE)), dropout_rng)
+        return state, {**metrics, **collected}
+
     return train_step
+
+
+_COLLECT, _SHUFFLE = 0x636F, 0x7368  # keys of a step's collect and minibatch order, apart from its dropout key
+
+
+def _updates(update: Callable, state: TrainState, minibatches: Batch, dropout_rng: jax.Array
+             ) -> tuple[TrainState, dict]:
+    """One step of U optimizer updates, one per minibatch (U, ...) in order (Method.minibatches): the step and
+    the learning rate stay those of the step; the metrics are the updates' means, non-finite if any was."""
+
+    def one(carry, minibatch):
+        state, index = carry
+        new, metrics = update(state, minibatch, jax.random.fold_in(dropout_rng, index))
+        return (new.replace(step=state.step), index + 1), metrics
+
+    (state, _), metrics = jax.lax.scan(one, (state, jnp.zeros((), jnp.int32)), minibatches)
+    out = {k: v.max() if k == "nonfinite" else v.mean() for k, v in metrics.items()}
+    return state.replace(step=state.step + 1), out
 
 
 def apply_update(state: TrainState, grads, new_model_state, metrics: dict, tx: optax.GradientTransformation,

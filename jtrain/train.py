@@ -228,6 +228,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
                 last_train["examples_per_sec"] = last_train["steps_per_sec"] * config.data.batch_size
                 if speed:
                     last_train.update(speed.rates(last_train["steps_per_sec"]))
+                if run.method.rates:  # e.g. an RL method's environment steps per second
+                    last_train.update(run.method.rates(last_train["steps_per_sec"]))
                 last_train["skipped_steps"] = skipped
                 tick, tick_step = now, done
                 writer.write(done, "train", last_train)

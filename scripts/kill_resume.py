@@ -8,6 +8,7 @@ checkpoint that was compared; kills that landed after the run had finished or be
 listed but not counted.
 
     python scripts/kill_resume.py --kills 20   # prints "C/20 kills compared a checkpoint; C/C exact" when exact
+    python scripts/kill_resume.py --rl --kills 5    # the same for PPO on CartPole (environments in the state)
 """
 
 from __future__ import annotations
@@ -37,9 +38,19 @@ OVERRIDES = [
 ]
 
 
+# PPO on CartPole, one step per call: environments, observations and episode counters are part of what must match.
+RL_OVERRIDES = [
+    f"--config.train.steps={STEPS}", "--config.train.steps_per_call=1", "--config.train.log_every_steps=5",
+    "--config.eval.every_steps=20", "--config.checkpoint.every_steps=5", "--config.checkpoint.max_to_keep=1000",
+    "--config.schedule.name=cosine", "--config.schedule.warmup_steps=10",
+]
+RL = False  # --rl
+
+
 def command(workdir: str) -> list[str]:
-    return [sys.executable, "-m", "jtrain", "train", "--config", "experiments/digits_cnn.py", *OVERRIDES,
-            "--workdir", workdir]
+    experiment, overrides = ("experiments/cartpole_ppo.py", RL_OVERRIDES) if RL else ("experiments/digits_cnn.py",
+                                                                                     OVERRIDES)
+    return [sys.executable, "-m", "jtrain", "train", "--config", experiment, *overrides, "--workdir", workdir]
 
 
 def environment(data_dir: str | None) -> dict:
@@ -74,7 +85,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: jtrain's)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
+    parser.add_argument("--rl", action="store_true", help="PPO on CartPole (experiments/cartpole_ppo.py) instead")
     args = parser.parse_args()
+    global RL
+    RL = args.rl
     rng = random.Random(args.seed)
     env = environment(args.data_dir)
     root = tempfile.mkdtemp(prefix="jtrain_kill_resume_")

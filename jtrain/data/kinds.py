@@ -1,5 +1,6 @@
 """Which reader opens `data.name`: the one place that dispatches on the kind of dataset.
 
+    env                        an RL run's placeholder batches and evaluation episodes of `env.name` (jtrain/data/env.py)
     csv: parquet: json: npz: images: hf:   your own files (jtrain/data/own.py)
     tfds:NAME                  a TFDS catalog dataset (jtrain/data/catalog.py)
     "package.module:factory"   your own source: factory(config.data) returns it (jtrain/data/source.py)
@@ -20,7 +21,7 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import catalog, curriculum, folds, own, pipeline, preference, registry, rows, sft, text, transforms
+from jtrain.data import catalog, curriculum, env, folds, own, pipeline, preference, registry, rows, sft, text, transforms
 from jtrain.data.indexed import IndexedSource
 from jtrain.data.source import DatasetSpec, Source
 from jtrain.errors import ConfigError, DataError
@@ -28,11 +29,17 @@ from jtrain.errors import ConfigError, DataError
 PYTHON_PREFIX = "python:"
 
 
-def load(config: ml_collections.ConfigDict, fitted: dict | None = None) -> Source:
+def load(config: ml_collections.ConfigDict, fitted: dict | None = None,
+         env_config: ml_collections.ConfigDict | None = None) -> Source:
     """The source of `config.data` (a builtin dataset is prepared on first use). `fitted` is what a run of one's
-    own files saved (WORKDIR/preparation.json): its data is prepared with it instead of fitting again."""
+    own files saved (WORKDIR/preparation.json): its data is prepared with it instead of fitting again.
+    `env_config` is the run's env section, which data.name="env" describes."""
     transforms.parse_augmentations(config.augment)  # up front: the pipeline that applies them runs in threads
-    source = _open(config, fitted)
+    if config.name == env.NAME:
+        _no_folds(config, "an environment has no rows to fold")
+        source = env.load(config, env_config)
+    else:
+        source = _open(config, fitted)
     if curriculum.active(config) and not isinstance(source, IndexedSource):
         raise ConfigError(f"config key 'data.curriculum.difficulty': a curriculum orders image, tabular and array "
                           f"datasets; {source.spec.name} is not one")

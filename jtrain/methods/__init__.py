@@ -47,6 +47,22 @@ vae.py, contrastive.py); None leaves each out:
                    class probabilities; rng None = evaluation mode, a key = dropout on (one Monte Carlo pass).
                    With it, `jtrain score` ranks examples (jtrain/score.py) and `jtrain active` queries labels
 
+Optional, for methods that make their own data in the step (reinforcement learning: jtrain/methods/rl.py, whose
+data source is a placeholder, jtrain/data/env.py); None leaves each out:
+
+    collect(model, state, batch, rng) -> (state, batch, metrics)
+                   runs first in every train step, inside the jitted step: e.g. a rollout of the environments
+                   (held in the method's extra state) with the current params. The returned batch is what the
+                   loss sees; `metrics` ({name: () array}) join the step's metrics. `rng` is the step's own key
+                   (a function of the seed and the step, apart from the dropout key)
+    minibatches(batch, rng) -> batch of (U, ...) leaves
+                   the step makes U optimizer updates, one per minibatch in order (PPO's epochs x minibatches),
+                   and still counts as one step (the learning rate is the step's; metrics the updates' means)
+    updates_per_step
+                   that U (the optimizer's count runs U times faster than the step; the schedule stays per step)
+    rates(steps_per_sec) -> {name: float}
+                   the log's speed metrics for the method, e.g. environment steps per second
+
 Adding a method: one module here with a `build(config) -> Method` and one line in `METHODS`.
 """
 
@@ -59,7 +75,7 @@ from typing import Callable
 import ml_collections
 
 from jtrain.errors import ConfigError
-from jtrain.methods import autoencoder, contrastive, dpo, reward, supervised, vae
+from jtrain.methods import autoencoder, contrastive, dpo, ppo, reinforce, reward, supervised, vae
 from jtrain.methods.base import Method
 
 __all__ = ["METHODS", "Method", "build", "factory"]
@@ -71,6 +87,8 @@ METHODS: dict[str, Callable[[ml_collections.ConfigDict], Method]] = {
     "autoencoder": autoencoder.build,  # reconstruct the inputs through a bottleneck (MSE or Bernoulli)
     "vae": vae.build,  # variational autoencoder: ELBO with KL warm-up, samples from the prior
     "contrastive": contrastive.build,  # SimCLR: NT-Xent between two augmented views over the global batch
+    "ppo": ppo.build,  # reinforcement learning: PPO's clipped objective, GAE, value loss, entropy bonus
+    "reinforce": reinforce.build,  # reinforcement learning: REINFORCE with a learned baseline
 }
 
 

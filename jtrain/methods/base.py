@@ -35,3 +35,8 @@ class Method:
     # (model, state, batch, rng) -> (B, C) class probabilities; rng None = evaluation mode, a key = dropout on
     # (one Monte Carlo pass). Per-example scores and active learning's queries use it (None: not a classifier)
     probabilities: Callable[[Any, Any, Batch, Any], Any] | None = None
+    # (model, state, batch, rng) -> (state, batch, {name: () metric}): the step's data, made in the step (RL rollouts)
+    collect: Callable[..., tuple[Any, Batch, dict]] | None = None
+    minibatches: Callable[[Batch, Any], Batch] | None = None  # (batch, rng) -> (U, ...): U updates in one step
+    updates_per_step: int = 1  # U, the optimizer updates of one step (with minibatches)
+    rates: Callable[[float], dict] | None = None  # (train steps per second) -> the log's speed metrics

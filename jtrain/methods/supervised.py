@@ -31,6 +31,9 @@ def method(loss_fn: LossFn, task: str, top_k: int = 0, loss_name: str = "") -> M
     loss_name = loss_name or getattr(loss_fn, "__name__", "the loss")
 
     def check_data(spec) -> None:
+        if spec.examples == "env":
+            raise ConfigError(f"config key 'method.name': data.name=env ({spec.name}) trains an agent: method.name=ppo "
+                              f"or reinforce, not supervised {loss_name}")
         if spec.examples == "preference":
             raise ConfigError(f"config key 'method.name': {spec.name} holds preference pairs, which train with "
                               f"method.name=dpo, not supervised {loss_name}")
