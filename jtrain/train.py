@@ -126,9 +126,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, data=None,
                                               for key, old, new in changes})
     progress = ProgressBar(total, initial=start, enabled=None if (config.train.progress and is_main) else False)
     if is_main:
+        # A method's own module (Method.wrap_model) is what trains, around model.name's network or instead of it.
+        model = config.model.name if run.method.wrap_model is None else (
+            f"{type(run.model).__name__} ({run.method.name})")
+        data = (run.data.describe() if hasattr(run.data, "describe")
+                else f"{config.data.name} ({run.data.num_train:,} training examples)")
         progress.write(
-            f"jtrain: {config.model.name} ({count_params(state.params):,} parameters) on {config.data.name} "
-            f"({run.data.num_train:,} training examples), mesh {dict(run.mesh.shape)}, "
+            f"jtrain: {model} ({count_params(state.params):,} parameters) on {data}, mesh {dict(run.mesh.shape)}, "
             f"{'resuming at step ' + str(start) + ' of ' if start else ''}{total} steps -> {workdir}"
         )
         if config.mesh.report or sharding_lib.is_sharded(run.state_shardings):  # the table, only when it says something

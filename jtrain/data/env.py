@@ -40,6 +40,9 @@ class EnvSource(Source):
         self.episodes = {role: _parse(role, spec) for role, spec in self.splits.items() if role != "train"}
         self.stats = Stats(0.0, 1.0)
 
+    def describe(self) -> str:
+        return f"the environment {self.env.name} (rollouts made in the step)"
+
     def num_examples(self, role: str) -> int:
         """Episodes of an eval role; the training role has no examples (rollouts are made in the step)."""
         return self.episodes[role][1] if role in self.episodes else 0

@@ -27,7 +27,8 @@ jtrain/data/indexed.py `ArraySource` builds one from NumPy arrays in a few lines
                     the jnp function that finishes batches read with `raw` on the device (feed.py); None = the
                     host finishes them.
 
-Text sources also carry `tokenizer` (sample.py decodes with it) and `target_chars` (role -> characters the
+Optional: `describe()` -> the words the start-up line uses for the data (default "NAME (N training examples)";
+an environment names itself instead). Text sources also carry `tokenizer` (sample.py decodes with it) and `target_chars` (role -> characters the
 targets stand for: bits per character, lm_metrics.py).
 
 Which reader serves a dataset name is decided in one place, jtrain/data/kinds.py; this module imports nothing
