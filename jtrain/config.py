@@ -49,8 +49,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.label_noise_seed = 0  # which labels data.label_noise replaces, apart from `seed`
     c.data.train_rows = ""  # a .npy, .txt or .csv (column index) of training-split rows to train on, e.g. active learning's labelled set; "" = every row
     c.data.curriculum = ml_collections.ConfigDict()  # the training order by difficulty (jtrain/data/curriculum.py)
-    c.data.curriculum.difficulty = ""  # "" = off; a CSV with a row per training example (`jtrain score`'s, or columns index + data.curriculum.column) or "package.module:function" (inputs, targets) -> (N,) difficulty
-    c.data.curriculum.column = "loss"  # the CSV's column holding difficulty, higher = harder
+    c.data.curriculum.difficulty = ""  # "" = off; a CSV with a row per training example (`jtrain score`'s, or columns index + data.curriculum.column), "column" (data.curriculum.column of your own table, left out of the features) or "package.module:function" (inputs, targets) -> (N,) difficulty
+    c.data.curriculum.column = "loss"  # the column holding difficulty (of the CSV, or of your own table with difficulty="column"), higher = harder
     c.data.curriculum.order = "easy"  # easy (easiest first), hard (hardest first: anti-curriculum) or random (a random ranking under the same pacing: the control)
     c.data.curriculum.pacing = "linear"  # how the pool of allowed examples grows: linear, root, geometric or step
     c.data.curriculum.start = 0.2  # fraction of the training split in the pool at step 0

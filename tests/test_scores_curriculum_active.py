@@ -257,3 +257,30 @@ def test_active_warm_start_starts_each_round_from_the_last(digits_data_dir, tmp_
     assert config["init"]["pretrained"] == os.path.join(workdir, "least_confidence", "seed-0", "round-0")
     report = json.load(open(os.path.join(second, "load_report.json")))
     assert len(report["loaded"]) == 4 and report["initialised"] == []  # both layers from round 0
+
+
+def test_curriculum_from_a_column_of_your_own_table(tmp_path, monkeypatch):
+    """data.curriculum.difficulty=column: the table's column orders the pool and is no feature."""
+    import jtrain
+    from sklearn.datasets import load_iris
+
+    monkeypatch.setenv("JTRAIN_DATA_DIR", str(tmp_path / "data"))
+    iris = load_iris(as_frame=True).frame
+    iris["hardness"] = np.arange(len(iris), dtype=float)[::-1]  # the last rows easiest
+    path = tmp_path / "iris.csv"
+    iris.to_csv(path, index=False)
+    config = default_config()
+    config.data.name, config.data.target, config.data.batch_size = f"csv:{path}", "target", 8
+    config.data.curriculum.difficulty, config.data.curriculum.column = "column", "hardness"
+    config.data.curriculum.start, config.data.curriculum.steps = 0.1, 1000
+    source = jtrain.data.load(config.data)
+    assert source.spec.input_shape == (4,)  # the four measurements; hardness left out
+    x_train, _ = source.sources["train"].gather(np.arange(source.num_examples("train")))
+    ranking = np.argsort(source.difficulty)
+    batch = next(iter(source.train_dataset(config.data, seed=0)))
+    easiest = set(ranking[: max(8, int(np.ceil(0.1 * len(ranking))))].tolist())
+    rows = [int(np.flatnonzero((x_train == row).all(1))[0]) for row in batch["inputs"]]
+    assert set(rows) <= easiest
+    config.data.curriculum.column = "nope"
+    with pytest.raises(jtrain.DataError, match="no difficulty column 'nope'"):
+        jtrain.data.load(config.data)

@@ -16,7 +16,9 @@ so the order resumes exactly mid-pacing and is the same on any number of devices
 
 Difficulty (higher = harder) comes from a CSV with a row per training example (`jtrain score`'s file: columns
 `index` and data.curriculum.column, default its loss), or from a function "package.module:function" given the
-training split's inputs and labels, returning (N,) numbers.
+training split's inputs and labels, returning (N,) numbers, or (difficulty="column") from the column
+data.curriculum.column of your own table (csv:, parquet:, json:, hf:), left out of the features
+(jtrain/data/own.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 
 from jtrain.errors import ConfigError, DataError
 
+COLUMN = "column"  # data.curriculum.difficulty: the column data.curriculum.column of your own table
 CURRICULUM_STREAM = 0x637572  # keeps the curriculum's generators apart from the epoch orders' ([seed, epoch])
 
 
@@ -93,11 +96,17 @@ def difficulty(split, read, config: ml_collections.ConfigDict) -> np.ndarray:
     else:
         values = _from_file(c.difficulty, c.column, n)
         where = f"{c.difficulty}: column {c.column!r}"
+    return check_values(values, n, where)
+
+
+def check_values(values: np.ndarray, n: int, where: str) -> np.ndarray:
+    """`values` as the (n,) difficulty of the training rows, or one line naming what is wrong."""
+    values = np.asarray(values, np.float64)
     if values.shape != (n,):
         raise DataError(f"{where}: {values.shape[0] if values.ndim else 0} values for the training split's {n} rows")
     if not np.all(np.isfinite(values)):
         row = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise DataError(f"{where}: row {row} has no finite difficulty ({values[row]})")
+        raise DataError(f"{where}: training row {row} has no finite difficulty ({values[row]})")
     return values
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jtrain.data import folds, registry
+from jtrain.data import curriculum, folds, registry
 from jtrain.data.decoded import DecodedSplit
 from jtrain.data.indexed import IndexedSource, training_stats
 from jtrain.data.source import ROLES, DatasetSpec, Stats
@@ -128,7 +128,12 @@ def build_source(config: ml_collections.ConfigDict, arrays: dict, fitted: dict, 
     if stats_record.get("target_mean") is not None and not config.normalize_targets and not fitted.get("log_target"):
         stats = Stats(stats.mean, stats.std)
     splits = {role: f"{len(y)} rows of {config.name}" for role, (_, y) in arrays.items()}
-    return OwnSource(spec, arrays, splits, stats, fitted, report)
+    report = dict(report)
+    difficulty = report.pop(DIFFICULTY, None)
+    source = OwnSource(spec, arrays, splits, stats, fitted, report)
+    if difficulty is not None:  # data.curriculum.difficulty="column": the training rows' values of the column
+        source.column_difficulty = np.asarray(difficulty, np.float64)
+    return source
 
 
 def _array(value):
@@ -159,6 +164,7 @@ def input_files(kind: str, path: str) -> list[str]:
     return [path]
 
 
+DIFFICULTY = "curriculum_difficulty"  # the report's key for a difficulty column's training values, cache only
 SHAPING_KEYS = ("target", "features", "categorical", "numeric", "drop", "task", "missing_target", "split_ratios",
                 "split_seed", "image_size", "image_channels")
 
@@ -166,6 +172,8 @@ SHAPING_KEYS = ("target", "features", "categorical", "numeric", "drop", "task", 
 def cache_key(kind: str, parts: list[str], config: ml_collections.ConfigDict, fitted: dict | None) -> str:
     shaping = {k: config[k] for k in SHAPING_KEYS}
     shaping["prep"] = config.prep.to_dict()
+    if config.curriculum.difficulty == curriculum.COLUMN:  # the column is left out of the features and kept
+        shaping["difficulty_column"] = config.curriculum.column
     if folds.active(config):  # each fold prepares its own training rows (keys of runs without folds stay as they were)
         shaping["cv"] = config.cv.to_dict()
     dropped = [role for role in ROLES if config.splits[role] == "none"]
@@ -278,6 +286,8 @@ def infer_task(config: ml_collections.ConfigDict, target) -> str:
 
 def prepare_tables(frames: dict, labels: dict, config: ml_collections.ConfigDict, fitted: dict | None):
     """role (or "all") -> DataFrame, to (arrays, fitted, report): split, then fit the preparation on train."""
+    import pandas as pd
+
     from jtrain.data import tabular
 
     if not config.target:
@@ -317,11 +327,20 @@ def prepare_tables(frames: dict, labels: dict, config: ml_collections.ConfigDict
                                           f"{label} {folds.describe(config.cv)}")
     _drop_none(frames, labels, config)
     source = labels["train"]
+    difficulty = None
+    if config.curriculum.difficulty == curriculum.COLUMN:  # a column of the table orders the curriculum
+        name = config.curriculum.column
+        if name not in frames["train"].columns:
+            raise DataError(f"{source}: no difficulty column {name!r} (data.curriculum.column); columns: "
+                            f"{', '.join(map(str, frames['train'].columns))}")
+        difficulty = pd.to_numeric(frames["train"][name], errors="coerce").to_numpy(np.float64)
     if fitted:
         prep = tabular.Preparation.from_json(fitted["preparation"])
     else:
         types = tabular.infer_types(frames["train"], config.target, columns(config.features),
-                                    columns(config.categorical), columns(config.numeric), columns(config.drop), source)
+                                    columns(config.categorical), columns(config.numeric),
+                                    columns(config.drop) + ((config.curriculum.column,) if difficulty is not None else ()),
+                                    source)
         options = tabular.Options(impute_numeric=config.prep.impute_numeric,
                                   impute_categorical=config.prep.impute_categorical,
                                   fill_value=config.prep.fill_value, missing_indicator=config.prep.missing_indicator,
@@ -340,6 +359,8 @@ def prepare_tables(frames: dict, labels: dict, config: ml_collections.ConfigDict
     fitted = {**fitted, "roles": list(arrays), "rows": {role: int(len(y)) for role, (_, y) in arrays.items()},
               "input_shape": [len(prep.feature_names)]}
     report = table_report(frames, labels, config.target, task, prep, dropped, unseen)
+    if difficulty is not None:  # kept with the prepared arrays (build_source takes it out of the report)
+        report[DIFFICULTY] = difficulty.tolist()
     return arrays, fitted, report
 
 

@@ -60,7 +60,13 @@ def apply(source, config: ml_collections.ConfigDict):
         rows, labels = noise(train, source.spec, config.label_noise, config.label_noise_seed)
         train = NoisyLabels(train, rows, labels)
         source.noisy_rows = rows
-    if curriculum.active(config):  # read up front: a bad file fails before the run writes anything
+    if curriculum.active(config) and config.curriculum.difficulty == curriculum.COLUMN:
+        if getattr(source, "column_difficulty", None) is None:
+            raise ConfigError(f"config key 'data.curriculum.difficulty': 'column' reads data.curriculum.column of a "
+                              f"table of your own (csv:, parquet:, json:, hf:); {source.spec.name} is not one")
+        source.difficulty = curriculum.check_values(source.column_difficulty, len(train),
+                                                    f"data.curriculum.column={config.curriculum.column!r}")
+    elif curriculum.active(config):  # read up front: a bad file fails before the run writes anything
         from jtrain.data.indexed import read_batch
 
         source.difficulty = curriculum.difficulty(
