@@ -130,12 +130,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.autoencoder = ml_collections.ConfigDict()
     c.method.autoencoder.latent_dim = 16  # autoencoder: the encoder's output width (model.name's network), the embedding
     c.method.autoencoder.loss = "mse"  # autoencoder: mse, or bce (Bernoulli likelihood of images in [0, 1])
-    c.method.autoencoder.decoder_hidden = (256,)  # autoencoder: MLP decoder widths, latent -> ... -> the input's shape
+    c.method.autoencoder.decoder = "mlp"  # autoencoder: mlp, or conv (images: transposed convolutions, each width doubling the size)
+    c.method.autoencoder.decoder_hidden = (256,)  # autoencoder: decoder widths, latent -> ... -> the input's shape (conv: channels per doubling)
     c.method.vae = ml_collections.ConfigDict()
     c.method.vae.latent_dim = 8  # vae: the latent size (the encoder outputs its mean and log-variance)
     c.method.vae.loss = "bce"  # vae: bce (Bernoulli likelihood of images in [0, 1]) or mse (unit-variance Gaussian)
     c.method.vae.kl_warmup_steps = 0  # vae: the KL term's weight rises linearly from 0 to 1 over these steps
-    c.method.vae.decoder_hidden = (256,)  # vae: MLP decoder widths, latent -> ... -> the input's shape
+    c.method.vae.decoder = "mlp"  # vae: mlp, or conv (images: transposed convolutions, each width doubling the size)
+    c.method.vae.decoder_hidden = (256,)  # vae: decoder widths, latent -> ... -> the input's shape (conv: channels per doubling)
     c.method.contrastive = ml_collections.ConfigDict()
     c.method.contrastive.embed_dim = 64  # contrastive: the encoder's output width, the embedding the probe scores
     c.method.contrastive.projection_dim = 32  # contrastive: the projection head's output, where NT-Xent is computed

@@ -207,3 +207,28 @@ def test_vae_on_text_through_the_cli_is_exit_2(tmp_path):
                          "--workdir", str(tmp_path / "w")], str(tmp_path), {"PYTHONPATH": f"{tmp_path}:{REPO_ROOT}"})
     assert result.returncode == 2, result.stderr[-2000:]
     assert "vae reconstructs real-valued inputs; tokens holds integer tokens" in result.stderr.strip().splitlines()[-1]
+
+
+def test_conv_decoder_draws_images_and_refuses_shapes_it_cannot():
+    import jax
+    import jax.numpy as jnp
+
+    from jtrain.data.source import DatasetSpec
+    from jtrain.errors import ConfigError
+    from jtrain.methods.autoencoder import check_decoder, make_decoder
+
+    decoder = make_decoder("conv", (32, 16), (28, 28, 1))
+    params = decoder.init(jax.random.key(0), jnp.zeros((2, 8)))
+    out = decoder.apply(params, jax.random.normal(jax.random.key(1), (3, 8)))
+    assert out.shape == (3, 28, 28, 1)
+    kernels = [v.shape for v in jax.tree.leaves(params)]
+    assert (3, 3, 16, 32) in kernels or (3, 3, 32, 16) in kernels  # transposed convolutions, not an MLP
+    image = DatasetSpec(name="fashion", input_shape=(28, 28, 1), num_classes=10)
+    check_decoder("conv", (32, 16), image, "method.autoencoder.decoder")  # 28 halves twice
+    with pytest.raises(ConfigError, match=r"divide by 2\^3"):
+        check_decoder("conv", (64, 32, 16), image, "method.autoencoder.decoder")
+    with pytest.raises(ConfigError, match="shape \\(10,\\)"):
+        check_decoder("conv", (32,), DatasetSpec(name="diabetes", input_shape=(10,), num_classes=0),
+                      "method.vae.decoder")
+    with pytest.raises(ConfigError, match="must be one of mlp, conv"):
+        check_decoder("deconv", (32,), image, "method.vae.decoder")

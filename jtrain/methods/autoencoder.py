@@ -1,7 +1,8 @@
 """Autoencoder (`method.name=autoencoder`): reconstruct the inputs through a bottleneck, no labels.
 
-The encoder is model.name's network (MLP, CNN, or your own) with `method.autoencoder.latent_dim` outputs; an MLP
-decoder maps the latent back to the input's shape. `method.autoencoder.loss`:
+The encoder is model.name's network (MLP, CNN, or your own) with `method.autoencoder.latent_dim` outputs; the
+decoder (`method.autoencoder.decoder`) maps the latent back to the input's shape: an MLP, or for images
+transposed convolutions (`conv`: a small grid, doubled in size by each width of `decoder_hidden`). `method.autoencoder.loss`:
 
     mse   the mean squared error over input dimensions, in the units the model sees (standardised by default)
     bce   a Bernoulli likelihood of images in [0, 1]: the decoder's outputs are logits of the pixels, the targets
@@ -81,14 +82,57 @@ class Decoder(nn.Module):
         return out.reshape((z.shape[0], *self.shape))  # (B, *shape)
 
 
+class ConvDecoder(nn.Module):
+    """Latent (B, L) -> Dense to a (H / 2^k, W / 2^k, widths[0]) grid -> [ConvTranspose 3x3 stride 2, ReLU] per
+    width (k of them, each doubling the size) -> Conv 3x3 to the image's channels: (B, H, W, C)."""
+
+    widths: Sequence[int]
+    shape: tuple[int, int, int]
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h, w, c = self.shape
+        k = len(self.widths)
+        grid = (h >> k, w >> k, self.widths[0])
+        x = nn.relu(nn.Dense(math.prod(grid), kernel_init=annotated(nn.linear.default_kernel_init, ("embed", None)),
+                             bias_init=nn.initializers.zeros_init())(z)).reshape((z.shape[0], *grid))
+        for width in self.widths:
+            x = nn.relu(nn.ConvTranspose(width, (3, 3), strides=(2, 2), padding="SAME")(x))  # doubles H and W
+        return nn.Conv(c, (3, 3), padding="SAME")(x)  # (B, H, W, C)
+
+
+DECODERS = ("mlp", "conv")
+
+
+def make_decoder(kind: str, hidden: Sequence[int], shape: tuple[int, ...]) -> nn.Module:
+    """The decoder of `kind` (method.*.decoder): an MLP of `hidden` widths, or transposed convolutions of them."""
+    return ConvDecoder(tuple(hidden), shape) if kind == "conv" else Decoder(tuple(hidden), shape)
+
+
+def check_decoder(kind: str, hidden: Sequence[int], spec, key: str) -> None:
+    """A convolutional decoder needs images whose sides halve len(hidden) times."""
+    if kind not in DECODERS:
+        raise ConfigError(f"config key {key!r}: must be one of {', '.join(DECODERS)}, got {kind!r}")
+    if kind != "conv":
+        return
+    shape = tuple(spec.input_shape)
+    if not hidden:
+        raise ConfigError(f"config key {key.rsplit('.', 1)[0]}.decoder_hidden: a conv decoder needs at least one width")
+    k = len(hidden)
+    if len(shape) != 3 or shape[0] % 2**k or shape[1] % 2**k:
+        raise ConfigError(f"config key {key!r}: conv decodes images whose height and width divide by 2^{k} "
+                          f"({k} decoder widths); {spec.name} has inputs of shape {shape} (use mlp, or fewer widths)")
+
+
 class AutoEncoder(nn.Module):
     encoder: nn.Module  # model.name's network with latent_dim outputs
     decoder_hidden: Sequence[int]
     shape: tuple[int, ...]  # one example's input shape
     scale: Scale = Scale()  # the inputs' relation to [0, 1] pixels (bce, pictures)
+    decoder_kind: str = "mlp"  # mlp or conv (method.autoencoder.decoder)
 
     def setup(self):
-        self.decoder = Decoder(tuple(self.decoder_hidden), self.shape)
+        self.decoder = make_decoder(self.decoder_kind, self.decoder_hidden, self.shape)
 
     def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
         return self.encoder(x, train=train).astype(jnp.float32)  # (B, L)
@@ -116,13 +160,18 @@ def reconstruction_loss(loss: str, scale: Scale):
 
 def build(config: ml_collections.ConfigDict) -> Method:
     c = config.method.autoencoder
-    return method(c.latent_dim, c.loss, tuple(c.decoder_hidden), config.data.normalize)
+    return method(c.latent_dim, c.loss, tuple(c.decoder_hidden), config.data.normalize, c.decoder)
 
 
 def method(latent_dim: int, loss_name: str = "mse", decoder_hidden: Sequence[int] = (256,),
-           normalize: bool = True) -> Method:
+           normalize: bool = True, decoder: str = "mlp") -> Method:
     def wrap_model(model, data) -> AutoEncoder:
-        return AutoEncoder(model, tuple(decoder_hidden), tuple(data.spec.input_shape), Scale.of(data, normalize))
+        return AutoEncoder(model, tuple(decoder_hidden), tuple(data.spec.input_shape), Scale.of(data, normalize),
+                           decoder)
+
+    def check_data(spec) -> None:
+        check_inputs(spec, "autoencoder", "method.autoencoder.loss", loss_name)
+        check_decoder(decoder, decoder_hidden, spec, "method.autoencoder.decoder")
 
     def recon(model, out, x):
         return reconstruction_loss(loss_name, model.scale)(out, x)
@@ -149,8 +198,7 @@ def method(latent_dim: int, loss_name: str = "mse", decoder_hidden: Sequence[int
         return {"reconstructions": jnp.stack([scale.to_unit(x), scale.to_unit(reconstruction)])}  # (2, N, H, W, C)
 
     return Method(
-        name="autoencoder", check_data=lambda spec: check_inputs(spec, "autoencoder", "method.autoencoder.loss",
-                                                                 loss_name),
+        name="autoencoder", check_data=check_data,
         output_width=lambda spec: latent_dim, loss=loss,
         train_metrics=lambda per_example, batch, loss_value: {"loss": loss_value}, eval_sums=eval_sums,
         report=lambda totals, data, role: recon_report(totals), log_keys=("loss", "reconstruction_mse"),

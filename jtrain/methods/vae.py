@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jtrain import metrics as metrics_lib
-from jtrain.methods.autoencoder import PICTURES, Decoder, Scale, check_inputs, image_pictures
+from jtrain.methods.autoencoder import PICTURES, Scale, check_decoder, check_inputs, image_pictures, make_decoder
 from jtrain.methods.base import Batch, Method
 
 SAMPLE_ROWS = 4  # rows of PICTURES samples from the prior
@@ -37,9 +37,10 @@ class VAE(nn.Module):
     decoder_hidden: Sequence[int]
     shape: tuple[int, ...]
     scale: Scale = Scale()
+    decoder_kind: str = "mlp"  # mlp or conv (method.vae.decoder)
 
     def setup(self):
-        self.decoder = Decoder(tuple(self.decoder_hidden), self.shape)
+        self.decoder = make_decoder(self.decoder_kind, self.decoder_hidden, self.shape)
 
     def posterior(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         h = self.encoder(x, train=train).astype(jnp.float32)  # (B, 2L)
@@ -80,14 +81,18 @@ def kl_weight(step: jax.Array, warmup_steps: int) -> jax.Array:
 
 def build(config: ml_collections.ConfigDict) -> Method:
     c = config.method.vae
-    return method(c.latent_dim, c.loss, c.kl_warmup_steps, tuple(c.decoder_hidden), config.data.normalize)
+    return method(c.latent_dim, c.loss, c.kl_warmup_steps, tuple(c.decoder_hidden), config.data.normalize, c.decoder)
 
 
 def method(latent_dim: int, loss_name: str = "bce", kl_warmup_steps: int = 0, decoder_hidden: Sequence[int] = (256,),
-           normalize: bool = True) -> Method:
+           normalize: bool = True, decoder: str = "mlp") -> Method:
 
     def wrap_model(model, data) -> VAE:
-        return VAE(model, tuple(decoder_hidden), tuple(data.spec.input_shape), Scale.of(data, normalize))
+        return VAE(model, tuple(decoder_hidden), tuple(data.spec.input_shape), Scale.of(data, normalize), decoder)
+
+    def check_data(spec) -> None:
+        check_inputs(spec, "vae", "method.vae.loss", loss_name)
+        check_decoder(decoder, decoder_hidden, spec, "method.vae.decoder")
 
     def terms(model, variables, x, key, train=False, rngs=None, mutable=False):
         eps = jax.random.normal(key, (x.shape[0], latent_dim), jnp.float32)  # (B, L)
@@ -138,7 +143,7 @@ def method(latent_dim: int, loss_name: str = "bce", kl_warmup_steps: int = 0, de
                 "vae_samples": samples.reshape(SAMPLE_ROWS, PICTURES, *samples.shape[1:])}
 
     return Method(
-        name="vae", check_data=lambda spec: check_inputs(spec, "vae", "method.vae.loss", loss_name),
+        name="vae", check_data=check_data,
         output_width=lambda spec: 2 * latent_dim, loss=loss, train_metrics=train_metrics, eval_sums=eval_sums,
         report=report, log_keys=("loss", "elbo", "kl", "reconstruction_mse"), wrap_model=wrap_model, embed=embed,
         pictures=image_pictures(pictures))
