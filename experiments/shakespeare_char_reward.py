@@ -7,7 +7,8 @@ r"""A reward model on the Shakespeare preference pairs: the char GPT's layers wi
 
 The pairs are DPO's (`shakespeare_pref`: chosen = the true next line, rejected = a line of about the same length
 from another play). Evaluation reports reward_accuracy: the fraction of held-out pairs whose chosen line gets the
-higher reward. The pretrained LM head is not used (the score head replaces it); the load report lists it as unused.
+higher reward. The score head is new and the pretrained LM head is not used: init.skip names both, so strict loading
+accepts the checkpoint (the load report lists them).
 """
 
 import os
@@ -28,6 +29,7 @@ def get_config():
     c.model = load_experiment(PRETRAINING).model
 
     c.method.name = "reward"
+    c.init.skip = ("score/.*", "head/.*")  # the new score head, and the language model's head it replaces
     c.method.reward.center = 0.01
 
     c.optim.learning_rate = 3e-4
