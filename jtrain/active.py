@@ -33,7 +33,7 @@ from jtrain import methods
 from jtrain import workdir as workdir_lib
 from jtrain.errors import ConfigError, UserError
 from jtrain.metrics import scalars
-from jtrain.score import probabilities
+from jtrain.score import informativeness, probabilities
 from jtrain.train import train
 
 STRATEGIES = ("random", "entropy", "margin", "least_confidence", "bald")
@@ -41,7 +41,8 @@ ACTIVE_STREAM = 0x61637476  # the initial set's and random queries' generators, 
 
 
 def active(config: ml_collections.ConfigDict, workdir: str, initial: int, query: int, rounds: int,
-           strategies=("entropy",), seeds: int = 1, warm_start: bool = False, passes: int = 10, data=None) -> list[dict]:
+           strategies=("entropy",), seeds: int = 1, warm_start: bool = False, passes: int = 10,
+           data=None) -> list[dict]:
     """Runs what is missing of every (strategy, seed) loop; returns the rows of curves.csv."""
     strategies = [strategies] if isinstance(strategies, str) else list(strategies)
     _check(config, strategies, initial, query, rounds, seeds, passes)
@@ -145,21 +146,6 @@ def _query(cfg, run_dir, strategy, labelled, pool, query, seed, k, passes, data)
     return unlabelled[np.argsort(-score, kind="stable")[:query]]
 
 
-def informativeness(strategy: str, probs: np.ndarray) -> np.ndarray:
-    """(N,) higher = asked first; `probs` (N, C), or (passes, N, C) for bald."""
-    def entropy(p):
-        return -(p * np.log(np.maximum(p, 1e-12))).sum(-1)
-
-    if strategy == "bald":
-        return entropy(probs.mean(0)) - entropy(probs).mean(0)
-    if strategy == "entropy":
-        return entropy(probs)
-    if strategy == "least_confidence":
-        return 1 - probs.max(-1)
-    top2 = np.sort(probs, axis=-1)[:, -2:]
-    return -(top2[:, 1] - top2[:, 0])  # margin: the smallest gap first
-
-
 def _saved(loop_dir: str, k: int) -> np.ndarray | None:
     path = os.path.join(loop_dir, f"labelled-{k}.npy")
     return np.load(path) if os.path.isfile(path) else None
@@ -192,7 +178,8 @@ def _write(workdir: str, rows: list[dict]) -> None:
     if metric:
         from jtrain.plots import plot_learning_curves
 
-        plot_learning_curves(rows, metric, os.path.join(workdir, "learning_curve.png"))
+        curves = {s: curve(rows, s, metric) for s in dict.fromkeys(r["strategy"] for r in rows)}
+        plot_learning_curves(curves, metric, os.path.join(workdir, "learning_curve.png"))
 
 
 def format_curves(rows: list[dict]) -> str:

@@ -204,20 +204,15 @@ def plot_embedding_pca(embeddings: Any, labels: Any, class_names: Sequence[str] 
     return _save(fig, path, tight=False)
 
 
-def plot_learning_curves(rows: Sequence[dict[str, Any]], metric: str, path: str) -> str:
-    """Active learning: `metric` against labelled examples, a line per strategy, mean +- std over its seeds."""
+def plot_learning_curves(curves: dict[str, Sequence[tuple[int, float, float, int]]], metric: str, path: str) -> str:
+    """Active learning: `metric` against labelled examples, a line per strategy from its (labelled, mean, std,
+    seeds) points, the band mean +- std over seeds."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, strategy in enumerate(dict.fromkeys(r["strategy"] for r in rows)):
-        by: dict[int, list[float]] = {}
-        for r in rows:
-            if r["strategy"] == strategy and metric in r:
-                by.setdefault(int(r["labelled"]), []).append(float(r[metric]))
-        if not by:
+    for i, (strategy, points) in enumerate(curves.items()):
+        if not points:
             continue
-        x = np.asarray(sorted(by))
-        mean = np.asarray([np.mean(by[n]) for n in x])
-        std = np.asarray([np.std(by[n]) for n in x])
-        seeds = max(len(v) for v in by.values())
+        x, mean, std, counts = (np.asarray(column) for column in zip(*points))
+        seeds = int(counts.max())
         style = dict(color="0.3", linestyle="--") if strategy == "random" else dict(color=f"C{i}")
         ax.plot(x, mean, marker="o", markersize=3, label=f"{strategy} ({seeds} seed{'s' * (seeds > 1)})", **style)
         ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=style["color"])

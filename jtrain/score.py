@@ -20,7 +20,7 @@ from jtrain import workdir as workdir_lib
 from jtrain.errors import ConfigError, UserError
 
 RANKS = ("loss", "margin")  # mislabelled first: highest loss, lowest margin
-SCORE_STREAM = 0x73636F72  # dropout keys of the Monte Carlo passes, apart from training's
+SCORE_STREAM = 0x73636F72  # mixed into the Monte Carlo passes' numbers: their dropout keys differ from training's
 
 
 def score(workdir: str, split: str = "train", step: int | None = None, data=None, rank: str = "loss",
@@ -28,8 +28,6 @@ def score(workdir: str, split: str = "train", step: int | None = None, data=None
     """A pandas DataFrame, a row per example of `split` (train / val / test), sorted by `rank` (see the module).
     `data` is the source the run was trained on when it was given in Python. Every row of the training split is
     scored, labelled for training or not (data.train_rows)."""
-    import pandas as pd
-
     if rank not in RANKS:
         raise UserError(f"--rank {rank!r}: rank by {' or '.join(RANKS)}")
     config = workdir_lib.read_config(workdir)
@@ -49,8 +47,7 @@ def score(workdir: str, split: str = "train", step: int | None = None, data=None
     return frame
 
 
-def probabilities(run, state, role: str, passes: int = 0, rows: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def probabilities(run, state, role: str, passes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, C) or with `passes` (passes, N, C), labels (N,)) of every example of `role`, in order."""
     method = run.method
     if method.probabilities is None:
@@ -72,9 +69,8 @@ def probabilities(run, state, role: str, passes: int = 0, rows: np.ndarray | Non
         keep = np.asarray(local["mask"], bool)
         batch = run.put_batch(local)
         if passes:
-            p = np.stack([np.asarray(jax.device_get(fn(state, batch, jax.random.fold_in(key, (b * passes + k)
-                                                                                        ^ SCORE_STREAM))))
-                          for k in range(passes)])[:, keep]
+            keys = [jax.random.fold_in(key, (b * passes + k) ^ SCORE_STREAM) for k in range(passes)]
+            p = np.stack([np.asarray(jax.device_get(fn(state, batch, k))) for k in keys])[:, keep]
         else:
             p = np.asarray(jax.device_get(deterministic(state, batch)))[keep]
         out.append(p)
@@ -89,7 +85,7 @@ def table(probs: np.ndarray, labels: np.ndarray, class_names=(), rank: str = "lo
 
     bald = None
     if probs.ndim == 3:
-        bald = _entropy(probs.mean(0)) - _entropy(probs).mean(0)  # mutual information (Houlsby et al. 2011)
+        bald = informativeness("bald", probs)
         probs = probs.mean(0)
     n = len(labels)
     p_label = probs[np.arange(n), labels]
@@ -103,7 +99,7 @@ def table(probs: np.ndarray, labels: np.ndarray, class_names=(), rank: str = "lo
         "predicted": [names[i] for i in predicted],
         "p_label": p_label,
         "margin": p_label - others.max(1),
-        "entropy": _entropy(probs),
+        "entropy": entropy(probs),
         "loss": -np.log(np.maximum(p_label, 1e-12)),
     })
     if bald is not None:
@@ -113,5 +109,18 @@ def table(probs: np.ndarray, labels: np.ndarray, class_names=(), rank: str = "lo
     return frame
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
+def entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.maximum(p, 1e-12))).sum(-1)
+
+
+def informativeness(strategy: str, probs: np.ndarray) -> np.ndarray:
+    """(N,) how much a label would tell, higher first (active learning's queries, jtrain/active.py); `probs`
+    (N, C), or (passes, N, C) for bald."""
+    if strategy == "bald":  # mutual information between prediction and weights (Houlsby et al. 2011)
+        return entropy(probs.mean(0)) - entropy(probs).mean(0)
+    if strategy == "entropy":
+        return entropy(probs)
+    if strategy == "least_confidence":
+        return 1 - probs.max(-1)
+    top2 = np.sort(probs, axis=-1)[:, -2:]
+    return -(top2[:, 1] - top2[:, 0])  # margin: the smallest gap first

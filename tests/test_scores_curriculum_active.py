@@ -143,8 +143,7 @@ def test_active_learning_loop_queries_resumes_and_plots(digits_data_dir, tmp_pat
     np.testing.assert_array_equal(sets["random"][0], sets["margin"][0])  # one initial set per seed
     assert set(sets["margin"][1]) != set(sets["random"][1])
     # the margin query really is the smallest top-2 gaps among the unlabelled rows of round 0's model
-    from jtrain.active import informativeness
-    from jtrain.score import probabilities
+    from jtrain.score import informativeness, probabilities
     from jtrain import workdir as workdir_lib
 
     os.environ["JTRAIN_DATA_DIR"] = digits_data_dir

@@ -42,6 +42,7 @@ class IndexedSource(Source):
     sources: dict[str, object]
     splits: dict[str, str]  # role -> what it was read from
     stats: Stats | None = None  # None = the spec's constants, targets untouched
+    difficulty: np.ndarray | None = None  # data.curriculum: every training row's, set by jtrain/data/rows.py
 
     def __post_init__(self):
         if self.stats is None:
@@ -69,10 +70,9 @@ class IndexedSource(Source):
                               f"training examples")
         # (k * global_batch,) indices per element; every epoch a fresh permutation when shuffling (jtrain/data/order.py)
         if curriculum.active(config):  # a pool ranked by difficulty that grows with the step
-            if getattr(self, "difficulty", None) is None:  # a source built without jtrain.data.load
-                self.difficulty = curriculum.difficulty(source.base if config.train_rows else source,
-                                                        lambda split: read_batch(split, np.arange(len(split)), spec),
-                                                        config)
+            if self.difficulty is None:
+                raise ConfigError("config key 'data.curriculum.difficulty': this source was not opened through "
+                                  "jtrain.data.load or bind, which read the difficulty")
             batches = curriculum.CurriculumOrder(curriculum.ranking(source, self.difficulty, config, seed),
                                                  config.batch_size, stack, seed, config)
         else:

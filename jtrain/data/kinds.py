@@ -21,8 +21,7 @@ import importlib
 
 import ml_collections
 
-from jtrain.data import catalog, curriculum, env, folds, own, pipeline, preference, registry, rows, sft, text, transforms
-from jtrain.data.indexed import IndexedSource
+from jtrain.data import catalog, env, folds, own, pipeline, preference, registry, rows, sft, text, transforms
 from jtrain.data.source import DatasetSpec, Source
 from jtrain.errors import ConfigError, DataError
 
@@ -40,9 +39,6 @@ def load(config: ml_collections.ConfigDict, fitted: dict | None = None,
         source = env.load(config, env_config)
     else:
         source = _open(config, fitted)
-    if curriculum.active(config) and not isinstance(source, IndexedSource):
-        raise ConfigError(f"config key 'data.curriculum.difficulty': a curriculum orders image, tabular and array "
-                          f"datasets; {source.spec.name} is not one")
     if config.seq_len_warmup and (not isinstance(source, text.TextSource) or source.spec.examples):
         raise ConfigError(f"config key 'data.seq_len_warmup': grows the context of a packed token stream; "
                           f"{source.spec.name} is not one")

@@ -29,18 +29,16 @@ class NoisyLabels:
     """A split whose labels at `rows` read as `labels` (jtrain/data/indexed.py read_batch applies them)."""
 
     def __init__(self, base, rows: np.ndarray, labels: np.ndarray):
-        self.base, self.rows, self.labels = base, np.asarray(rows, np.int64), np.asarray(labels)
-        self._at = dict(zip(self.rows.tolist(), self.labels.tolist()))
+        self.base = base
+        self.override = np.full(len(base), -1, np.int64)  # (N,) the new label of a replaced row, else -1
+        self.override[np.asarray(rows, np.int64)] = labels
 
     def __len__(self) -> int:
         return len(self.base)
 
     def relabel(self, indices: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        out = np.array(targets, copy=True)
-        for i, index in enumerate(np.asarray(indices).tolist()):
-            if index in self._at:
-                out[i] = self._at[index]
-        return out
+        new = self.override[np.asarray(indices, np.int64)]
+        return np.where(new >= 0, new, targets)
 
 
 def apply(source, config: ml_collections.ConfigDict):
